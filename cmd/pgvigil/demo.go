@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgvigil/pgvigil/internal/bench"
+	"github.com/pgvigil/pgvigil/internal/demo"
+)
+
+func demoCmd() *cobra.Command {
+	o := demo.Options{}
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run a whole cluster on this machine: embedded etcd and N nodes with live status",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o.Binary, o.In, o.Out = exe, os.Stdin, cmd.OutOrStdout()
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return demo.Run(ctx, o)
+		},
+	}
+	cmd.Flags().IntVar(&o.Nodes, "nodes", 3, "number of members")
+	cmd.Flags().StringVar(&o.Dir, "dir", "", "working directory (default: a new temporary directory)")
+	cmd.Flags().BoolVar(&o.KillLeader, "kill-leader", false, "crash the leader once all members stream, then restart it")
+	cmd.Flags().DurationVar(&o.Duration, "for", 0, "stop after this long (default: until Ctrl-C)")
+	return cmd
+}
+
+func benchCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Measure pgvigil on this machine and print figures"}
+	o := bench.Options{}
+	failover := &cobra.Command{
+		Use:   "failover",
+		Short: "Time bootstrap, crash failover, graceful failover and rejoin on a local 3-node cluster",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o.Binary, o.Out = exe, cmd.OutOrStdout()
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			if o.Runs < 1 {
+				return fmt.Errorf("--runs: must be at least 1")
+			}
+			return bench.Failover(ctx, o)
+		},
+	}
+	failover.Flags().IntVar(&o.Runs, "runs", 3, "runs, each on a fresh cluster")
+	failover.Flags().IntVar(&o.TTL, "ttl", 10, "leader key ttl in seconds")
+	failover.Flags().StringVar(&o.Dir, "dir", "", "working directory (default: a new temporary directory)")
+	failover.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "give up on a step after this long")
+	cmd.AddCommand(failover)
+	return cmd
+}

@@ -1,0 +1,328 @@
+// Package agent runs a node's HA loop: observe the store and PostgreSQL, call ha.Decide,
+// execute the actions, publish the member key. Long actions run beside the loop.
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pgvigil/pgvigil/internal/cluster"
+	"github.com/pgvigil/pgvigil/internal/dcs"
+	"github.com/pgvigil/pgvigil/internal/ha"
+	"github.com/pgvigil/pgvigil/internal/postgres"
+)
+
+// Options wires an agent to its edges.
+type Options struct {
+	Name      string
+	Scope     string
+	Tags      cluster.Tags
+	ConnURL   string
+	APIURL    string
+	Version   string
+	Bootstrap cluster.DynamicConfig // bootstrap.dcs: written to the store by the bootstrapping member
+	Store     dcs.Store
+	PG        *postgres.Controller
+	Logger    *slog.Logger
+	// PeerTimeout bounds each GET /patroni during a leader race.
+	PeerTimeout time.Duration
+}
+
+// Snapshot is what the REST API shows: the last cycle's picture.
+type Snapshot struct {
+	At          time.Time
+	View        *cluster.View
+	Local       postgres.Status
+	Held        bool
+	Verdict     string
+	Config      cluster.DynamicConfig
+	Busy        string
+	LastStoreOK time.Time
+}
+
+// Agent is one member's HA loop. Create with New, run with Run.
+type Agent struct {
+	o   Options
+	log *slog.Logger
+
+	wake chan struct{}
+
+	mu          sync.Mutex // guards the fields below; the loop and long actions share them
+	held        bool
+	lastRenewed time.Time
+	busy        *ha.Action
+	cancelBusy  context.CancelFunc
+	rewindFail  bool
+	rewound     bool
+	following   string
+	downSince   time.Time
+	dyn         cluster.DynamicConfig
+	snap        Snapshot
+	lastMember  string
+	lastOptime  int64
+	stopping    bool
+	lastStoreOK time.Time
+}
+
+// New builds an agent; nothing runs until Run.
+func New(o Options) *Agent {
+	if o.PeerTimeout == 0 {
+		o.PeerTimeout = time.Second
+	}
+	return &Agent{o: o, log: o.Logger, wake: make(chan struct{}, 1), dyn: o.Bootstrap}
+}
+
+// Wake asks for a cycle now (watch events, finished long actions, REST requests).
+func (a *Agent) Wake() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Snapshot returns the last cycle's picture.
+func (a *Agent) Snapshot() Snapshot {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.snap
+}
+
+// Live observes PostgreSQL now, for REST answers that peers act on (WAL positions in a race).
+func (a *Agent) Live(ctx context.Context) postgres.Status {
+	return a.o.PG.Observe(ctx)
+}
+
+// Run loops until ctx ends, then steps down gracefully (see shutdown).
+func (a *Agent) Run(ctx context.Context) error {
+	loopCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for range a.o.Store.Watch(loopCtx) {
+			a.Wake()
+		}
+	}()
+	for {
+		again := a.cycle(loopCtx)
+		wait := a.loopWait()
+		if again {
+			wait = 0
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			a.shutdown()
+			return nil
+		case <-a.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (a *Agent) loopWait() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.dyn.LoopDuration()
+}
+
+// cycle is one observe → decide → act round. It returns true when an action's outcome
+// should be decided on at once (leader key won, demoted) instead of after loop_wait.
+func (a *Agent) cycle(ctx context.Context) bool {
+	start := time.Now()
+	view, err := a.o.Store.Get(ctx)
+	if err != nil {
+		a.log.Warn("cannot read the store", "err", err)
+		view = nil
+	}
+	a.mu.Lock()
+	if view != nil {
+		if view.HasConfig {
+			a.dyn = view.Config
+		}
+		a.held = view.Leader != nil && view.Leader.Name == a.o.Name
+	}
+	held, lastRenewed := a.held, a.lastRenewed
+	a.mu.Unlock()
+
+	// A key that already names us (agent restarted) must be moved onto our lease before we
+	// trust it; until then its deadline is unknown and fencing would demote a healthy primary.
+	if held && lastRenewed.IsZero() {
+		a.renew(ctx, start)
+	}
+
+	local := a.o.PG.Observe(ctx)
+	a.mu.Lock()
+	held = a.held
+	if held && !local.Running && local.DataDir == ha.DataValid {
+		if a.downSince.IsZero() {
+			a.downSince = start
+		}
+	} else {
+		a.downSince = time.Time{}
+	}
+	if a.rewound && !local.Running {
+		local.WasPrimary = false // pg_rewind said "no rewind required" and left the control file as it was
+	}
+	obs := ha.Observation{
+		Now:     start,
+		Self:    ha.Self{Name: a.o.Name, Tags: a.o.Tags},
+		Cluster: view,
+		Lease:   ha.LeaseState{Held: a.held, LastRenewed: a.lastRenewed},
+		Config:  a.dyn,
+		Busy:    a.busy,
+	}
+	local.Following = a.following
+	local.DownSince = a.downSince
+	local.RewindFailed = a.rewindFail
+	a.mu.Unlock()
+	obs.Local = local.PGState
+	if view != nil && view.Leader == nil && local.Ready && local.InRecovery && obs.Busy == nil {
+		obs.Peers = a.peers(ctx, view)
+	}
+
+	d := ha.Decide(obs)
+	a.log.Info(d.Verdict, "member", a.o.Name, "role", roleOf(local, obs.Lease.Held), "timeline", local.Timeline,
+		"lsn", postgres.FormatLSN(local.Position), "lease", obs.Lease.Held, "took", time.Since(start).Round(time.Millisecond))
+
+	again := a.execute(ctx, d, view, local, start)
+	if view != nil {
+		a.publish(ctx, view, local)
+	} else if !d.Has(ha.RenewLeader) {
+		_, _ = a.o.Store.KeepAlive(ctx)
+	}
+	a.mu.Lock()
+	a.snap = Snapshot{At: start, View: view, Local: local, Held: a.held, Verdict: d.Verdict, Config: a.dyn}
+	if a.busy != nil {
+		a.snap.Busy = string(a.busy.Kind)
+	}
+	if view != nil {
+		a.lastStoreOK = start
+	}
+	a.snap.LastStoreOK = a.lastStoreOK
+	a.mu.Unlock()
+	return again
+}
+
+func roleOf(s postgres.Status, held bool) string {
+	switch {
+	case s.DataDir == ha.DataEmpty:
+		return cluster.RoleUninitialized
+	case s.Ready && !s.InRecovery:
+		return cluster.RolePrimary
+	case s.Running:
+		return cluster.RoleReplica
+	case s.WasPrimary:
+		return cluster.RoleDemoted
+	}
+	return cluster.RoleReplica
+}
+
+// renew refreshes the leader key. The renewal time is taken before the request is sent, so the
+// deadline we compute is never later than the one the store enforces.
+func (a *Agent) renew(ctx context.Context, sent time.Time) {
+	err := a.o.Store.RenewLeader(ctx)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case err == nil:
+		a.held, a.lastRenewed = true, sent
+	case errors.Is(err, dcs.ErrNotLeader):
+		a.held = false
+		a.log.Warn("leader key is no longer ours", "member", a.o.Name)
+	default:
+		a.log.Warn("cannot renew the leader key", "member", a.o.Name, "err", err,
+			"since_last_renewal", time.Since(a.lastRenewed).Round(time.Millisecond))
+	}
+}
+
+func (a *Agent) upstream(view *cluster.View, name string) *postgres.Upstream {
+	if view == nil || name == "" {
+		return nil
+	}
+	m, ok := view.Member(name)
+	if !ok {
+		return nil
+	}
+	host, port := m.HostPort()
+	slot := ""
+	if a.dyn.PostgreSQL.UseSlots {
+		slot = ha.SlotName(a.o.Name)
+	}
+	return &postgres.Upstream{Name: name, Host: host, Port: port, Slot: slot}
+}
+
+func lsnPtr(v int64) *int64 { return &v }
+
+// publish writes the member key when its content changed, and the leader's duties:
+// the status key (last optime) and the initialize key if the store lost it.
+func (a *Agent) publish(ctx context.Context, view *cluster.View, local postgres.Status) {
+	a.mu.Lock()
+	held, busy, stopping := a.held, a.busy, a.stopping
+	a.mu.Unlock()
+	m := cluster.Member{
+		ConnURL: a.o.ConnURL, APIURL: a.o.APIURL, Version: a.o.Version, Tags: a.o.Tags,
+		Role: roleOf(local, held), State: cluster.StateStopped, Timeline: local.Timeline,
+		PendingRestart: local.PendingRestart,
+	}
+	switch {
+	case stopping:
+		m.State = cluster.StateStopping
+	case busy != nil && busy.Kind == ha.Bootstrap:
+		m.State = cluster.StateInitializing
+	case busy != nil && (busy.Kind == ha.Clone || busy.Kind == ha.Reinit):
+		m.State = cluster.StateCreating
+	case local.Ready:
+		m.State = cluster.StateRunning
+	case local.Running:
+		m.State = cluster.StateStarting
+	}
+	if m.State == cluster.StateRunning || m.State == cluster.StateStarting {
+		m.XLogLocation = lsnPtr(local.Position)
+	}
+	if local.Ready && local.InRecovery {
+		m.ReplicationState = local.ReplicationState
+		m.ReceiveLSN, m.ReplayLSN = lsnPtr(local.ReceiveLSN), lsnPtr(local.ReplayLSN)
+	}
+	key := memberKey(m)
+	a.mu.Lock()
+	changed := key != a.lastMember
+	a.mu.Unlock()
+	if changed {
+		if err := a.o.Store.TouchMember(ctx, m); err != nil {
+			a.log.Warn("cannot write the member key", "err", err)
+		} else {
+			a.mu.Lock()
+			a.lastMember = key
+			a.mu.Unlock()
+		}
+	}
+	if !held || !local.Ready || local.InRecovery {
+		return
+	}
+	if local.Position != a.lastOptime || view.Status.Optime != local.Position {
+		if err := a.o.Store.SetStatus(ctx, cluster.Status{Optime: local.Position}); err == nil {
+			a.lastOptime = local.Position
+		}
+	}
+	if view.Initialize == nil || *view.Initialize == "" {
+		if err := a.o.Store.SetInitialize(ctx, local.SysID); err != nil {
+			a.log.Warn("cannot record the system identifier", "err", err)
+		}
+	}
+}
+
+func memberKey(m cluster.Member) string {
+	x := func(p *int64) string {
+		if p == nil {
+			return "-"
+		}
+		return strconv.FormatInt(*p, 10)
+	}
+	return m.State + "|" + m.Role + "|" + strconv.Itoa(m.Timeline) + "|" + x(m.XLogLocation) + "|" + x(m.ReceiveLSN) +
+		"|" + x(m.ReplayLSN) + "|" + m.ReplicationState + "|" + strconv.FormatBool(m.PendingRestart)
+}

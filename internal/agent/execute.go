@@ -1,0 +1,350 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/pgvigil/pgvigil/internal/cluster"
+	"github.com/pgvigil/pgvigil/internal/dcs"
+	"github.com/pgvigil/pgvigil/internal/ha"
+	"github.com/pgvigil/pgvigil/internal/postgres"
+)
+
+// execute runs the decision's actions in order. Short actions run inline; the first long one
+// starts in the background and ends the list. It reports whether to decide again at once.
+func (a *Agent) execute(ctx context.Context, d ha.Decision, view *cluster.View, local postgres.Status, start time.Time) bool {
+	again := false
+	renewed := false
+	for _, act := range d.Actions {
+		if act.Long() {
+			a.startLong(ctx, act, view)
+			return again
+		}
+		var err error
+		switch act.Kind {
+		case ha.RenewLeader:
+			a.renew(ctx, start)
+			renewed = true
+		case ha.AcquireLeader:
+			err = a.o.Store.AcquireLeader(ctx)
+			if err == nil {
+				a.mu.Lock()
+				a.held, a.lastRenewed = true, start
+				a.mu.Unlock()
+				a.log.Info("acquired the leader key", "member", a.o.Name)
+				again = true
+			} else if errors.Is(err, dcs.ErrExists) {
+				err = nil
+			}
+		case ha.ReleaseLeader:
+			if err = a.o.Store.ReleaseLeader(ctx); err == nil {
+				a.mu.Lock()
+				a.held = false
+				a.mu.Unlock()
+				again = true
+			}
+		case ha.Demote:
+			a.cancelLong()
+			err = a.o.PG.Stop(ctx, act.Mode)
+			a.setFollowing("")
+			again = true
+		case ha.Stop:
+			err = a.o.PG.Stop(ctx, act.Mode)
+			a.setFollowing("")
+			again = true
+		case ha.StartPrimary:
+			err = a.start(ctx, view, true, "")
+		case ha.StartReplica:
+			err = a.start(ctx, view, false, act.Target)
+		case ha.Follow:
+			a.setFollowing(act.Target)
+		case ha.SyncSlots:
+			err = a.o.PG.SyncSlots(ctx, act.Slots)
+		}
+		if err != nil {
+			a.log.Error("action failed", "action", string(act.Kind), "member", a.o.Name, "err", err)
+		}
+	}
+	if !renewed {
+		_, _ = a.o.Store.KeepAlive(ctx)
+	}
+	if local.Ready && view != nil && !a.isBusy() {
+		a.applyConfig(ctx, view, local)
+	}
+	return again
+}
+
+func (a *Agent) setFollowing(name string) {
+	a.mu.Lock()
+	a.following = name
+	a.mu.Unlock()
+}
+
+func (a *Agent) isBusy() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.busy != nil
+}
+
+func (a *Agent) dynParams() map[string]any {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.dyn.PostgreSQL.Parameters
+}
+
+// applyConfig renders the configuration for the running role and reloads once when it changed:
+// dynamic parameters and the upstream of a replica both take effect this way, without a restart.
+func (a *Agent) applyConfig(ctx context.Context, view *cluster.View, local postgres.Status) {
+	a.mu.Lock()
+	following := a.following
+	a.mu.Unlock()
+	var up *postgres.Upstream
+	if local.InRecovery {
+		up = a.upstream(view, following)
+	}
+	changed, err := a.o.PG.WriteConfig(a.dynParams(), local.InRecovery, up)
+	if err != nil {
+		a.log.Error("cannot write the PostgreSQL configuration", "err", err)
+		return
+	}
+	if changed {
+		if err := a.o.PG.Reload(ctx); err != nil {
+			a.log.Error("cannot reload PostgreSQL", "err", err)
+		}
+	}
+}
+
+// start renders the configuration for the role and launches the postmaster.
+func (a *Agent) start(ctx context.Context, view *cluster.View, primary bool, leader string) error {
+	if err := a.o.PG.WritePassfile(); err != nil {
+		return err
+	}
+	var up *postgres.Upstream
+	if !primary {
+		up = a.upstream(view, leader)
+	}
+	if _, err := a.o.PG.WriteConfig(a.dynParams(), !primary, up); err != nil {
+		return err
+	}
+	if err := a.o.PG.Start(ctx, primary); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.following, a.rewound = leader, false
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *Agent) cancelLong() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cancelBusy != nil {
+		a.cancelBusy()
+	}
+}
+
+// startLong runs a long action in the background; the loop keeps renewing the lease meanwhile
+// and is woken when the action ends.
+func (a *Agent) startLong(ctx context.Context, act ha.Action, view *cluster.View) {
+	actx, cancel := context.WithCancel(ctx)
+	a.mu.Lock()
+	a.busy, a.cancelBusy = &act, cancel
+	a.mu.Unlock()
+	go func() {
+		defer cancel()
+		t0 := time.Now()
+		err := a.runLong(actx, act, view)
+		a.mu.Lock()
+		a.busy, a.cancelBusy = nil, nil
+		a.mu.Unlock()
+		if err != nil {
+			a.log.Error("action failed", "action", string(act.Kind), "member", a.o.Name, "err", err, "took", time.Since(t0).Round(time.Millisecond))
+		} else {
+			a.log.Info("action done", "action", string(act.Kind), "member", a.o.Name, "took", time.Since(t0).Round(time.Millisecond))
+		}
+		a.Wake()
+	}()
+}
+
+func (a *Agent) runLong(ctx context.Context, act ha.Action, view *cluster.View) error {
+	switch act.Kind {
+	case ha.Bootstrap:
+		return a.bootstrap(ctx)
+	case ha.Clone, ha.Reinit:
+		up := a.upstream(view, act.Target)
+		if up == nil {
+			return fmt.Errorf("member %s has no member key to clone from", act.Target)
+		}
+		if err := a.o.PG.WritePassfile(); err != nil {
+			return err
+		}
+		var err error
+		if act.Kind == ha.Reinit {
+			err = a.o.PG.Reinit(ctx, *up)
+		} else {
+			err = a.o.PG.Clone(ctx, *up)
+		}
+		if err == nil {
+			a.mu.Lock()
+			a.rewindFail = false
+			a.mu.Unlock()
+		}
+		return err
+	case ha.Rewind:
+		up := a.upstream(view, act.Target)
+		if up == nil {
+			return fmt.Errorf("member %s has no member key to rewind from", act.Target)
+		}
+		if err := a.o.PG.WritePassfile(); err != nil {
+			return err
+		}
+		err := a.o.PG.Rewind(ctx, *up)
+		a.mu.Lock()
+		a.rewindFail, a.rewound = err != nil, err == nil
+		a.mu.Unlock()
+		return err
+	case ha.Promote:
+		return a.promote(ctx, view)
+	}
+	return fmt.Errorf("unknown long action %s", act.Kind)
+}
+
+// promote ends recovery, records the timeline switch in the history key, and checkpoints so
+// that the former primary's pg_rewind sees the new timeline.
+func (a *Agent) promote(ctx context.Context, view *cluster.View) error {
+	if err := a.o.PG.Promote(ctx); err != nil {
+		return err
+	}
+	a.setFollowing("")
+	a.Wake()
+	st := a.o.PG.Observe(ctx)
+	ended, lsn, reason, at, err := a.o.PG.PromotionPoint(st.Timeline)
+	if err != nil {
+		a.log.Warn("cannot read the timeline history", "err", err)
+	} else {
+		var hist []cluster.HistoryEntry
+		if view != nil {
+			hist = append(hist, view.History...)
+		}
+		hist = append(hist, cluster.HistoryEntry{Timeline: ended, LSN: lsn, Reason: reason,
+			Timestamp: at.Format("2006-01-02T15:04:05.000000-07:00"), NewLeader: a.o.Name})
+		if err := a.o.Store.SetHistory(ctx, hist); err != nil {
+			a.log.Warn("cannot write the history key", "err", err)
+		}
+	}
+	return a.o.PG.Checkpoint(ctx)
+}
+
+// bootstrap initialises a new cluster if this member wins the initialize key. The leader key is
+// taken before PostgreSQL first runs read-write (safety rule 1); on failure both keys are
+// given back and the data directory emptied so that another member (or a retry) can try.
+func (a *Agent) bootstrap(ctx context.Context) (err error) {
+	if err := a.o.Store.CreateInitialize(ctx); err != nil {
+		if errors.Is(err, dcs.ErrExists) {
+			return nil
+		}
+		return err
+	}
+	a.log.Info("won the initialize key: bootstrapping a new cluster", "member", a.o.Name)
+	defer func() {
+		if err != nil {
+			_ = a.o.PG.Stop(context.Background(), ha.ModeImmediate)
+			_ = a.o.Store.ReleaseLeader(context.Background())
+			_ = a.o.Store.DeleteInitialize(context.Background())
+			a.mu.Lock()
+			a.held = false
+			a.mu.Unlock()
+		}
+	}()
+	sent := time.Now()
+	if err := a.o.Store.AcquireLeader(ctx); err != nil {
+		return fmt.Errorf("while taking the leader key for bootstrap: %w", err)
+	}
+	a.mu.Lock()
+	a.held, a.lastRenewed = true, sent
+	a.mu.Unlock()
+	if err := a.o.PG.Initdb(ctx); err != nil {
+		return err
+	}
+	if err := a.o.Store.InitConfig(ctx, a.o.Bootstrap); err != nil {
+		return err
+	}
+	if err := a.start(ctx, nil, true, ""); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := a.o.PG.WaitReady(wctx); err != nil {
+		return err
+	}
+	if err := a.o.PG.CreateRoles(ctx); err != nil {
+		return err
+	}
+	st := a.o.PG.Observe(ctx)
+	if st.SysID == "" {
+		return errors.New("while bootstrapping: cannot read the new system identifier")
+	}
+	return a.o.Store.SetInitialize(ctx, st.SysID)
+}
+
+// peers asks every other member for its live state, in parallel, each bounded by PeerTimeout.
+func (a *Agent) peers(ctx context.Context, view *cluster.View) []ha.Peer {
+	var wg sync.WaitGroup
+	out := make([]ha.Peer, 0, len(view.Members))
+	var mu sync.Mutex
+	client := &http.Client{Timeout: a.o.PeerTimeout}
+	for _, m := range view.Members {
+		if m.Name == a.o.Name || m.APIURL == "" {
+			continue
+		}
+		wg.Add(1)
+		go func(m cluster.Member) {
+			defer wg.Done()
+			p := ha.Peer{Name: m.Name, Tags: m.Tags}
+			if st, err := fetchStatus(ctx, client, m.APIURL); err == nil {
+				p.Reachable = true
+				p.Running = st.State == cluster.StateRunning
+				p.InRecovery = st.Role != cluster.RolePrimary && st.Role != "master"
+				p.Position = max(st.XLog.Location, st.XLog.Received, st.XLog.Replayed)
+			}
+			mu.Lock()
+			out = append(out, p)
+			mu.Unlock()
+		}(m)
+	}
+	wg.Wait()
+	return out
+}
+
+// PeerStatus is the part of GET /patroni a leader race needs.
+type PeerStatus struct {
+	State string `json:"state"`
+	Role  string `json:"role"`
+	XLog  struct {
+		Location int64 `json:"location"`
+		Received int64 `json:"received_location"`
+		Replayed int64 `json:"replayed_location"`
+	} `json:"xlog"`
+}
+
+func fetchStatus(ctx context.Context, c *http.Client, url string) (*PeerStatus, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var st PeerStatus
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("while decoding %s: %w", url, err)
+	}
+	return &st, nil
+}

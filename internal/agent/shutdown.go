@@ -1,0 +1,76 @@
+package agent
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/pgvigil/pgvigil/internal/cluster"
+	"github.com/pgvigil/pgvigil/internal/ha"
+	"github.com/pgvigil/pgvigil/internal/postgres"
+)
+
+// shutdown is the graceful stop (SIGTERM/SIGINT). A leader stops PostgreSQL cleanly, which makes
+// the WAL senders ship the shutdown checkpoint, confirms a replica received it, and only then
+// deletes the leader key so a replica takes over at once with nothing lost (safety rule 5).
+func (a *Agent) shutdown() {
+	a.cancelLong()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	a.mu.Lock()
+	a.stopping = true
+	held := a.held
+	a.mu.Unlock()
+	view, _ := a.o.Store.Get(ctx)
+	if view != nil {
+		a.publish(ctx, view, a.o.PG.Observe(ctx))
+	}
+	if err := a.o.PG.Stop(ctx, ha.ModeFast); err != nil {
+		a.log.Error("cannot stop PostgreSQL", "err", err)
+	}
+	if held {
+		a.handOver(ctx, view)
+		if err := a.o.Store.ReleaseLeader(ctx); err != nil {
+			a.log.Error("cannot release the leader key", "err", err)
+		} else {
+			a.log.Info("released the leader key", "member", a.o.Name)
+		}
+	}
+	if err := a.o.Store.DeleteMember(ctx); err != nil {
+		a.log.Warn("cannot delete the member key", "err", err)
+	}
+	a.o.PG.Close()
+	a.log.Info("stopped", "member", a.o.Name)
+}
+
+// handOver waits, bounded by retry_timeout, until an eligible replica reports having received
+// the shutdown checkpoint. If none does, the key is released anyway: the replicas then race
+// and the lag rule decides, exactly as after a crash.
+func (a *Agent) handOver(ctx context.Context, view *cluster.View) {
+	cd, err := a.o.PG.Controldata(ctx)
+	if err != nil || view == nil {
+		return
+	}
+	ckpt, err := postgres.ParseLSN(cd["Latest checkpoint location"])
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(a.dyn.RetryDuration())
+	client := &http.Client{Timeout: a.o.PeerTimeout}
+	for time.Now().Before(deadline) {
+		for _, m := range view.Members {
+			if m.Name == a.o.Name || m.Tags.NoFailover {
+				continue
+			}
+			st, err := fetchStatus(ctx, client, m.APIURL)
+			if err == nil && max(st.XLog.Received, st.XLog.Replayed) > ckpt {
+				a.log.Info("replica received the shutdown checkpoint", "member", a.o.Name, "replica", m.Name,
+					"lsn", postgres.FormatLSN(ckpt))
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.log.Warn("no replica confirmed the shutdown checkpoint; releasing the leader key anyway",
+		"member", a.o.Name, "lsn", postgres.FormatLSN(ckpt))
+}

@@ -1,0 +1,275 @@
+// Package cluster holds the domain types shared by the store, the decision core and the API:
+// members, the leader, history and the dynamic configuration, as Patroni lays them out in the store.
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// Roles as written into member keys and /patroni (Patroni 4 spelling).
+const (
+	RolePrimary       = "primary"
+	RoleReplica       = "replica"
+	RoleStandbyLeader = "standby_leader"
+	RoleDemoted       = "demoted"
+	RoleUninitialized = "uninitialized"
+)
+
+// PostgreSQL states as Patroni names them (patroni/postgresql/misc.py).
+const (
+	StateInitializing = "initializing new cluster"
+	StateInitdbFailed = "initdb failed"
+	StateCreating     = "creating replica"
+	StateRunning      = "running"
+	StateStarting     = "starting"
+	StateStartFailed  = "start failed"
+	StateRestarting   = "restarting"
+	StateStopping     = "stopping"
+	StateStopped      = "stopped"
+	StateCrashed      = "crashed"
+)
+
+// Tags are the member tags with Patroni's meaning. Extra holds custom tags verbatim.
+type Tags struct {
+	NoFailover       bool
+	FailoverPriority int
+	NoLoadBalance    bool
+	CloneFrom        bool
+	NoSync           bool
+	Extra            map[string]any
+}
+
+// MarshalJSON writes built-in tags only when they are set, as Patroni does.
+func (t Tags) MarshalJSON() ([]byte, error) {
+	m := map[string]any{}
+	for k, v := range t.Extra {
+		m[k] = v
+	}
+	if t.NoFailover {
+		m["nofailover"] = true
+	}
+	if t.FailoverPriority != 1 && !t.NoFailover {
+		m["failover_priority"] = t.FailoverPriority
+	}
+	if t.NoLoadBalance {
+		m["noloadbalance"] = true
+	}
+	if t.CloneFrom {
+		m["clonefrom"] = true
+	}
+	if t.NoSync {
+		m["nosync"] = true
+	}
+	return json.Marshal(m)
+}
+
+// UnmarshalJSON reads the tag map back, leaving unknown tags in Extra.
+func (t *Tags) UnmarshalJSON(b []byte) error {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*t = Tags{FailoverPriority: 1}
+	for k, v := range m {
+		switch k {
+		case "nofailover":
+			t.NoFailover = truthy(v)
+		case "noloadbalance":
+			t.NoLoadBalance = truthy(v)
+		case "clonefrom":
+			t.CloneFrom = truthy(v)
+		case "nosync":
+			t.NoSync = truthy(v)
+		case "failover_priority":
+			if f, ok := v.(float64); ok {
+				t.FailoverPriority = int(f)
+			}
+		default:
+			if t.Extra == nil {
+				t.Extra = map[string]any{}
+			}
+			t.Extra[k] = v
+		}
+	}
+	return nil
+}
+
+func truthy(v any) bool {
+	switch x := v.(type) {
+	case bool:
+		return x
+	case string:
+		return x == "true" || x == "on" || x == "yes"
+	case float64:
+		return x != 0
+	}
+	return false
+}
+
+// Member is the value of members/<name>, in Patroni's field names.
+type Member struct {
+	Name             string `json:"-"`
+	ConnURL          string `json:"conn_url"`
+	APIURL           string `json:"api_url"`
+	State            string `json:"state"`
+	Role             string `json:"role"`
+	Version          string `json:"version"`
+	XLogLocation     *int64 `json:"xlog_location,omitempty"`
+	ReceiveLSN       *int64 `json:"receive_lsn,omitempty"`
+	ReplayLSN        *int64 `json:"replay_lsn,omitempty"`
+	ReplicationState string `json:"replication_state,omitempty"`
+	Timeline         int    `json:"timeline,omitempty"`
+	Tags             Tags   `json:"tags"`
+	PendingRestart   bool   `json:"pending_restart,omitempty"`
+}
+
+// Host and port of the member's PostgreSQL, parsed from conn_url.
+func (m Member) HostPort() (string, int) {
+	return ParseConnURL(m.ConnURL)
+}
+
+// Leader is the leader key: the holder's name, its lease and the key's revision.
+type Leader struct {
+	Name        string
+	Lease       int64
+	ModRevision int64
+}
+
+// HistoryEntry is one element of the history key: [timeline, switch_lsn, reason, timestamp, new_leader].
+type HistoryEntry struct {
+	Timeline  int
+	LSN       int64
+	Reason    string
+	Timestamp string
+	NewLeader string
+}
+
+// MarshalJSON writes the entry as Patroni's five-element array.
+func (h HistoryEntry) MarshalJSON() ([]byte, error) {
+	return json.Marshal([]any{h.Timeline, h.LSN, h.Reason, h.Timestamp, h.NewLeader})
+}
+
+// UnmarshalJSON accepts four- or five-element arrays (older Patroni writes four).
+func (h *HistoryEntry) UnmarshalJSON(b []byte) error {
+	var a []any
+	if err := json.Unmarshal(b, &a); err != nil {
+		return err
+	}
+	if len(a) < 3 {
+		return fmt.Errorf("history entry has %d fields, want at least 3", len(a))
+	}
+	tl, _ := a[0].(float64)
+	lsn, _ := a[1].(float64)
+	h.Timeline, h.LSN = int(tl), int64(lsn)
+	h.Reason, _ = a[2].(string)
+	if len(a) > 3 {
+		h.Timestamp, _ = a[3].(string)
+	}
+	if len(a) > 4 {
+		h.NewLeader, _ = a[4].(string)
+	}
+	return nil
+}
+
+// Status is the status key: the leader's last WAL position and slot positions.
+type Status struct {
+	Optime int64            `json:"optime"`
+	Slots  map[string]int64 `json:"slots,omitempty"`
+}
+
+// View is an immutable snapshot of the cluster as the store holds it.
+type View struct {
+	Revision   int64
+	Initialize *string // nil: key absent; "" : a bootstrap is running; else the system identifier
+	Leader     *Leader
+	Members    []Member // sorted by name
+	Config     DynamicConfig
+	HasConfig  bool
+	History    []HistoryEntry
+	Status     Status
+}
+
+// Member returns the named member, if present.
+func (v *View) Member(name string) (Member, bool) {
+	for _, m := range v.Members {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// LeaderMember returns the member holding the leader key, if both exist.
+func (v *View) LeaderMember() (Member, bool) {
+	if v == nil || v.Leader == nil {
+		return Member{}, false
+	}
+	return v.Member(v.Leader.Name)
+}
+
+// SortMembers orders members by name, the order every reader relies on.
+func SortMembers(ms []Member) {
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
+}
+
+// DynamicConfig is the config key: settings every member applies.
+type DynamicConfig struct {
+	TTL                  int       `json:"ttl"`
+	LoopWait             int       `json:"loop_wait"`
+	RetryTimeout         int       `json:"retry_timeout"`
+	MaximumLagOnFailover int64     `json:"maximum_lag_on_failover"`
+	PrimaryStartTimeout  *int      `json:"primary_start_timeout,omitempty"`
+	Pause                bool      `json:"pause,omitempty"`
+	PostgreSQL           DynamicPG `json:"postgresql"`
+}
+
+// DynamicPG is the postgresql section of the dynamic configuration.
+type DynamicPG struct {
+	UsePgRewind                        bool           `json:"use_pg_rewind"`
+	UseSlots                           bool           `json:"use_slots"`
+	RemoveDataDirectoryOnRewindFailure bool           `json:"remove_data_directory_on_rewind_failure,omitempty"`
+	Parameters                         map[string]any `json:"parameters,omitempty"`
+}
+
+// Durations in Go types, for the loop.
+func (c DynamicConfig) TTLDuration() time.Duration  { return time.Duration(c.TTL) * time.Second }
+func (c DynamicConfig) LoopDuration() time.Duration { return time.Duration(c.LoopWait) * time.Second }
+func (c DynamicConfig) RetryDuration() time.Duration {
+	return time.Duration(c.RetryTimeout) * time.Second
+}
+
+// StartTimeout is primary_start_timeout, 30 s unless set.
+func (c DynamicConfig) StartTimeout() time.Duration {
+	if c.PrimaryStartTimeout == nil {
+		return 30 * time.Second
+	}
+	return time.Duration(*c.PrimaryStartTimeout) * time.Second
+}
+
+// DefaultDynamicConfig holds pgvigil's defaults (faster than Patroni's 30/10/10).
+func DefaultDynamicConfig() DynamicConfig {
+	return DynamicConfig{
+		TTL: 10, LoopWait: 1, RetryTimeout: 3, MaximumLagOnFailover: 1 << 20,
+		PostgreSQL: DynamicPG{UsePgRewind: true, UseSlots: true},
+	}
+}
+
+// ParseConnURL returns host and port of a postgres://host:port/db URL; port 5432 when absent.
+func ParseConnURL(s string) (string, int) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", 0
+	}
+	port := 5432
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err == nil {
+			port = n
+		}
+	}
+	return u.Hostname(), port
+}

@@ -1,0 +1,147 @@
+// Package config turns a Patroni-style YAML file plus environment overrides into a validated Config.
+package config
+
+import (
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/pgvigil/pgvigil/internal/cluster"
+)
+
+// Config is a node's whole configuration. Key names follow Patroni's YAML.
+type Config struct {
+	Scope     string `yaml:"scope"`
+	Namespace string `yaml:"namespace"` // default "/service/"; Load makes it start and end with "/"
+	Name      string `yaml:"name"`
+
+	RestAPI   RestAPI      `yaml:"restapi"`
+	Etcd      Etcd         `yaml:"etcd3"` // "etcd" is accepted as an alias
+	Bootstrap Bootstrap    `yaml:"bootstrap"`
+	Postgres  Postgres     `yaml:"postgresql"`
+	Tags      cluster.Tags `yaml:"tags"`
+}
+
+// RestAPI is the restapi section.
+type RestAPI struct {
+	Listen         string `yaml:"listen"`          // host:port, required
+	ConnectAddress string `yaml:"connect_address"` // host:port, default = listen
+}
+
+// Etcd is the etcd3 section.
+type Etcd struct {
+	Hosts    []string `yaml:"hosts"` // host:port list; "host" (single) accepted too
+	Protocol string   `yaml:"protocol"`
+	Username string   `yaml:"username"`
+	Password string   `yaml:"password"`
+}
+
+// Bootstrap is the bootstrap section: used once, by the member that initialises the cluster.
+type Bootstrap struct {
+	DCS    cluster.DynamicConfig `yaml:"dcs"`
+	Initdb []string              `yaml:"initdb"` // normalised: "--data-checksums", "--encoding=UTF8"
+	PgHBA  []string              `yaml:"pg_hba"`
+}
+
+// Postgres is the postgresql section.
+type Postgres struct {
+	Listen         string            `yaml:"listen"`          // host:port (hosts may be comma separated)
+	ConnectAddress string            `yaml:"connect_address"` // host:port others use to reach this server
+	DataDir        string            `yaml:"data_dir"`
+	BinDir         string            `yaml:"bin_dir"` // resolved to an existing directory by Load
+	PgPass         string            `yaml:"pgpass"`  // passfile the agent writes; default <dir of data_dir>/pgpass.<name>
+	RunAs          string            `yaml:"run_as"`  // OS user for PostgreSQL when the agent is root; default postgres
+	Auth           Authentication    `yaml:"authentication"`
+	Parameters     map[string]any    `yaml:"parameters"`
+	PgHBA          []string          `yaml:"pg_hba"`
+	Callbacks      map[string]string `yaml:"callbacks"`
+
+	// Filled by Load after validation, not read from YAML.
+	Version int // server major version, e.g. 15
+}
+
+// Authentication holds the three roles the agent uses.
+type Authentication struct {
+	Superuser   Credentials `yaml:"superuser"`
+	Replication Credentials `yaml:"replication"`
+	Rewind      Credentials `yaml:"rewind"` // default: the superuser
+}
+
+// Credentials is a username/password pair.
+type Credentials struct {
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// FieldError is one configuration problem, tied to the dotted key the operator has to fix.
+type FieldError struct {
+	Key string // dotted path, e.g. "bootstrap.dcs.ttl"
+	Msg string
+}
+
+func (e *FieldError) Error() string {
+	if e.Key == "" {
+		return e.Msg
+	}
+	return e.Key + ": " + e.Msg
+}
+
+// LocalConnHost is the address the agent itself uses to reach PostgreSQL: the first listen
+// host, with wildcards replaced by the loopback of the same family.
+func (c *Config) LocalConnHost() string {
+	hosts, _, err := parseListen(c.Postgres.Listen)
+	if err != nil {
+		return ""
+	}
+	switch h := hosts[0]; h {
+	case "", "*", "0.0.0.0":
+		return "127.0.0.1"
+	case "::":
+		return "::1"
+	default:
+		return h
+	}
+}
+
+// ListenPort is the port of postgresql.listen (0 if it does not parse).
+func (c *Config) ListenPort() int {
+	_, port, _ := parseListen(c.Postgres.Listen)
+	return port
+}
+
+// ListenHosts is postgresql.listen's host list in listen_addresses form ("*" for an empty host,
+// IPv6 without brackets).
+func (c *Config) ListenHosts() string {
+	hosts, _, err := parseListen(c.Postgres.Listen)
+	if err != nil {
+		return ""
+	}
+	out := make([]string, len(hosts))
+	for i, h := range hosts {
+		if h == "" {
+			h = "*"
+		}
+		out[i] = h
+	}
+	return strings.Join(out, ",")
+}
+
+// ConnectHostPort splits postgresql.connect_address ("", 0 if it does not parse).
+func (c *Config) ConnectHostPort() (string, int) {
+	h, p, err := splitAddr(c.Postgres.ConnectAddress)
+	if err != nil {
+		return "", 0
+	}
+	return h, p
+}
+
+// APIURL is the member's api_url as Patroni publishes it.
+func (c *Config) APIURL() string {
+	return "http://" + c.RestAPI.ConnectAddress + "/patroni"
+}
+
+// ConnURL is the member's conn_url as Patroni publishes it.
+func (c *Config) ConnURL() string {
+	h, p := c.ConnectHostPort()
+	return "postgres://" + net.JoinHostPort(h, strconv.Itoa(p)) + "/postgres"
+}

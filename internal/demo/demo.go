@@ -1,0 +1,160 @@
+// Package demo runs a whole cluster on this machine for people to try: embedded etcd, N nodes,
+// a live status line per member, and a failover on request.
+package demo
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pgvigil/pgvigil/internal/localcluster"
+	"github.com/pgvigil/pgvigil/internal/postgres"
+)
+
+// Options for Run.
+type Options struct {
+	Nodes      int
+	Dir        string
+	Binary     string
+	KillLeader bool          // crash the leader once the cluster is streaming, then restart it
+	Duration   time.Duration // stop after this long; 0 = until ctx ends (Ctrl-C)
+	In         io.Reader     // commands: "k" kills the leader, "r" restarts stopped nodes, "q" quits
+	Out        io.Writer
+}
+
+// Run starts the cluster and narrates it until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	if o.Dir == "" {
+		d, err := os.MkdirTemp("", "pgvigil-demo-")
+		if err != nil {
+			return err
+		}
+		o.Dir = d
+	}
+	fmt.Fprintf(o.Out, "pgvigil demo: %d nodes in %s (logs: <dir>/nodeN/pgvigil.log)\n", o.Nodes, o.Dir)
+	c, err := localcluster.Start(localcluster.Options{Dir: o.Dir, Nodes: o.Nodes, Binary: o.Binary})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Fprintln(o.Out, "stopping: members step down one by one …")
+		c.Close()
+		fmt.Fprintln(o.Out, "stopped; data kept in", o.Dir)
+	}()
+	fmt.Fprintf(o.Out, "etcd (embedded): %s\n", strings.Join(c.Etcd.Endpoints(), ","))
+	for _, n := range c.Nodes {
+		fmt.Fprintf(o.Out, "%s: psql \"%s\"   REST %s/patroni\n", n.Name, n.DSN(), n.APIURL())
+	}
+	fmt.Fprintln(o.Out, "type k+Enter to kill the leader (agent and postmaster), r+Enter to restart stopped nodes, q+Enter or Ctrl-C to quit")
+
+	cmds := make(chan string, 4)
+	if o.In != nil {
+		go func() {
+			sc := bufio.NewScanner(o.In)
+			for sc.Scan() {
+				cmds <- strings.TrimSpace(sc.Text())
+			}
+		}()
+	}
+	var end <-chan time.Time
+	if o.Duration > 0 {
+		end = time.After(o.Duration)
+	}
+	started := time.Now()
+	streaming := false
+	killedAt := time.Time{}
+	var killed *localcluster.Node
+	last := ""
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-end:
+			return nil
+		case cmd := <-cmds:
+			switch cmd {
+			case "k":
+				killed, killedAt = crashLeader(ctx, c, o.Out)
+			case "r":
+				restartStopped(c, o.Out)
+			case "q":
+				return nil
+			}
+		case <-tick.C:
+		}
+		line := statusLine(ctx, c)
+		if line != last {
+			fmt.Fprintf(o.Out, "%6.1fs %s\n", time.Since(started).Seconds(), line)
+			last = line
+		}
+		if !streaming && c.Streaming(ctx) {
+			streaming = true
+			fmt.Fprintf(o.Out, "all %d members streaming after %.1fs\n", len(c.Nodes), time.Since(started).Seconds())
+			if o.KillLeader {
+				killed, killedAt = crashLeader(ctx, c, o.Out)
+			}
+		}
+		if killed != nil {
+			if p, err := c.Primary(ctx); err == nil && p != killed {
+				if err := p.Exec(ctx, "SELECT 1"); err == nil {
+					fmt.Fprintf(o.Out, "failover: %s is the new primary %.1fs after the crash; restarting %s, it will rewind and follow\n",
+						p.Name, time.Since(killedAt).Seconds(), killed.Name)
+					if err := c.StartNode(killed); err != nil {
+						fmt.Fprintln(o.Out, "restart failed:", err)
+					}
+					killed = nil
+				}
+			}
+		}
+	}
+}
+
+func crashLeader(ctx context.Context, c *localcluster.Cluster, out io.Writer) (*localcluster.Node, time.Time) {
+	p, err := c.Primary(ctx)
+	if err != nil {
+		fmt.Fprintln(out, "no single primary to kill:", err)
+		return nil, time.Time{}
+	}
+	fmt.Fprintf(out, "killing %s (SIGKILL to the agent and the postmaster) …\n", p.Name)
+	if err := p.Crash(); err != nil {
+		fmt.Fprintln(out, "kill failed:", err)
+		return nil, time.Time{}
+	}
+	return p, time.Now()
+}
+
+func restartStopped(c *localcluster.Cluster, out io.Writer) {
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			fmt.Fprintf(out, "restarting %s\n", n.Name)
+			if err := c.StartNode(n); err != nil {
+				fmt.Fprintln(out, "restart failed:", err)
+			}
+		}
+	}
+}
+
+// statusLine is one line for the whole cluster: name, role, state, timeline, position.
+func statusLine(ctx context.Context, c *localcluster.Cluster) string {
+	var parts []string
+	for _, n := range c.Nodes {
+		st, err := n.Status(ctx)
+		if err != nil {
+			parts = append(parts, n.Name+" down")
+			continue
+		}
+		state := st.State
+		if st.ReplicationState != "" {
+			state = st.ReplicationState
+		}
+		pos := max(st.XLog.Location, st.XLog.Received, st.XLog.Replayed)
+		parts = append(parts, fmt.Sprintf("%s %s %s tl%d %s", n.Name, st.Role, state, st.Timeline, postgres.FormatLSN(pos)))
+	}
+	return strings.Join(parts, " | ")
+}

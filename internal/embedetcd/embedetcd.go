@@ -1,0 +1,120 @@
+// Package embedetcd runs a single-member etcd server in-process, for tests and the demo.
+package embedetcd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// readyTimeout bounds how long Start waits for the member to elect itself and serve.
+const readyTimeout = 30 * time.Second
+
+// Server is a running embedded etcd.
+type Server struct {
+	etcd       *embed.Etcd
+	clientPort int
+	logLevel   zap.AtomicLevel
+}
+
+// Start launches etcd with its data in dir on free loopback ports and waits until it serves.
+func Start(dir string) (*Server, error) {
+	var err error
+	// The ports are picked by closing a probe listener, so another process can grab one
+	// before etcd binds it; a couple of retries make that race harmless. Only a failed bind
+	// is retried: it happens before etcd writes anything into dir.
+	for range 3 {
+		var s *Server
+		s, err = start(dir)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			return s, err
+		}
+	}
+	return nil, err
+}
+
+func start(dir string) (*Server, error) {
+	clientPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	peerPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cu := loopbackURL(clientPort)
+	pu := loopbackURL(peerPort)
+
+	cfg := embed.NewConfig()
+	cfg.Name = "embedded"
+	cfg.Dir = dir
+	// Only errors are logged, and none during Close, which reports every closed listener as one.
+	level := zap.NewAtomicLevelAt(zap.ErrorLevel)
+	zc := zap.NewProductionConfig()
+	zc.Level = level
+	lg, err := zc.Build()
+	if err != nil {
+		return nil, fmt.Errorf("while building the embedded etcd logger: %w", err)
+	}
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
+	cfg.ListenClientUrls = []url.URL{cu}
+	cfg.AdvertiseClientUrls = []url.URL{cu}
+	cfg.ListenPeerUrls = []url.URL{pu}
+	cfg.AdvertisePeerUrls = []url.URL{pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("while starting embedded etcd in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return &Server{etcd: e, clientPort: clientPort, logLevel: level}, nil
+	case err := <-e.Err():
+		level.SetLevel(zap.FatalLevel)
+		e.Close()
+		return nil, fmt.Errorf("while waiting for embedded etcd to become ready: %w", err)
+	case <-time.After(readyTimeout):
+		level.SetLevel(zap.FatalLevel)
+		e.Close()
+		return nil, errors.New("while waiting for embedded etcd to become ready: timed out")
+	}
+}
+
+// Endpoints returns the client address without a scheme, as dcs/etcd configuration takes it.
+func (s *Server) Endpoints() []string {
+	return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(s.clientPort))}
+}
+
+// ClientURL returns the client URL with its scheme, for clients that require one.
+func (s *Server) ClientURL() string {
+	u := loopbackURL(s.clientPort)
+	return u.String()
+}
+
+// Close stops the server and waits for it to release its ports and data directory.
+func (s *Server) Close() {
+	s.logLevel.SetLevel(zap.FatalLevel)
+	s.etcd.Close()
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("while asking the OS for a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func loopbackURL(port int) url.URL {
+	return url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+}

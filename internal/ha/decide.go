@@ -1,0 +1,296 @@
+package ha
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/pgvigil/pgvigil/internal/cluster"
+)
+
+// Decide is one HA cycle. Guards run in a fixed order and the first that applies returns,
+// so each cycle yields exactly one verdict. The order encodes priority: fencing beats everything,
+// then long actions in flight, then store availability, then data directory identity, then
+// whether PostgreSQL runs, and only then the steady-state roles.
+func Decide(o Observation) Decision {
+	if d, ok := fence(o); ok {
+		return d
+	}
+	if o.Busy != nil {
+		return busy(o)
+	}
+	if o.Cluster == nil {
+		return noStore(o)
+	}
+	if d, ok := identity(o); ok {
+		return d
+	}
+	if !o.Local.Running {
+		return stopped(o)
+	}
+	if !o.Local.Ready {
+		return Decision{Verdict: "no action: PostgreSQL is starting, waiting for it to accept connections"}
+	}
+	switch {
+	case o.Lease.Held:
+		return leader(o)
+	case o.Cluster.Leader == nil:
+		return race(o)
+	default:
+		return follower(o)
+	}
+}
+
+func act(verdict string, actions ...Action) Decision {
+	return Decision{Actions: actions, Verdict: verdict}
+}
+
+// leaseLapsing reports whether the leader must give up: the last renewal is older than
+// loop_wait + retry_timeout. The remaining ttl - loop_wait - retry_timeout >= retry_timeout
+// (validated) is the budget for stopping PostgreSQL before anyone else may take the key.
+func leaseLapsing(o Observation) bool {
+	budget := o.Config.LoopDuration() + o.Config.RetryDuration()
+	return o.Now.Sub(o.Lease.LastRenewed) >= budget
+}
+
+// fence enforces safety rule 1: PostgreSQL is read-write only under a held, live leader key.
+func fence(o Observation) (Decision, bool) {
+	primary := o.Local.Running && !o.Local.InRecovery && (o.Local.Ready || !o.Local.Standby)
+	promoting := o.Busy != nil && o.Busy.Kind == Promote
+	if o.Lease.Held && leaseLapsing(o) {
+		verdict := fmt.Sprintf("demoting self because the leader lock could not be renewed for %s",
+			o.Now.Sub(o.Lease.LastRenewed).Round(100_000_000))
+		if primary || promoting {
+			// A promotion in flight cannot be recalled: stopping the server is the only fence.
+			return act(verdict, Action{Kind: Demote, Mode: ModeImmediate}, Action{Kind: ReleaseLeader}), true
+		}
+		return act("releasing leader lock that could not be renewed in time", Action{Kind: ReleaseLeader}), true
+	}
+	if primary && !o.Lease.Held {
+		// Includes a primary that does not accept connections (max_connections exhausted, hung):
+		// clients may still be writing to it through open sessions.
+		if o.Cluster != nil && o.Cluster.Leader != nil {
+			target := o.Cluster.Leader.Name
+			return act(fmt.Sprintf("demoting self because %s holds the leader lock", target),
+				Action{Kind: Demote, Mode: ModeImmediate, Target: target}), true
+		}
+		return act("demoting self because PostgreSQL runs read-write without the leader lock",
+			Action{Kind: Demote, Mode: ModeImmediate}), true
+	}
+	return Decision{}, false
+}
+
+func busy(o Observation) Decision {
+	if o.Lease.Held {
+		return act(fmt.Sprintf("%s in progress, keeping the leader lock", o.Busy.Kind), Action{Kind: RenewLeader})
+	}
+	return act(fmt.Sprintf("no action: %s in progress", o.Busy.Kind))
+}
+
+func noStore(o Observation) Decision {
+	if o.Lease.Held {
+		deadline := o.Lease.LastRenewed.Add(o.Config.LoopDuration() + o.Config.RetryDuration())
+		return act(fmt.Sprintf("store not accessible; keeping the leader role at most %s more",
+			deadline.Sub(o.Now).Round(100_000_000)), Action{Kind: RenewLeader})
+	}
+	return act("no action: store not accessible, keeping the current role")
+}
+
+// identity refuses to touch data that belongs elsewhere and handles an uninitialised cluster.
+func identity(o Observation) (Decision, bool) {
+	v, l := o.Cluster, o.Local
+	if l.DataDir == DataForeign {
+		return act("refusing to start: the data directory is not empty and is not a PostgreSQL data directory"), true
+	}
+	if v.Initialize == nil {
+		if l.DataDir == DataEmpty {
+			return act("cluster is not initialized: racing to bootstrap it", Action{Kind: Bootstrap}), true
+		}
+	}
+	if v.Initialize != nil && *v.Initialize == "" && l.DataDir == DataEmpty && v.Leader == nil {
+		return act("waiting for the bootstrapping member to initialize the cluster"), true
+	}
+	if v.Initialize != nil && *v.Initialize != "" && l.DataDir == DataValid && l.SysID != "" && l.SysID != *v.Initialize {
+		d := act(fmt.Sprintf("refusing to run: system identifier %s differs from the cluster's %s; this data belongs to another cluster",
+			l.SysID, *v.Initialize))
+		if l.Running {
+			d.Actions = []Action{{Kind: Stop, Mode: ModeFast}}
+		}
+		return d, true
+	}
+	if l.DataDir == DataEmpty {
+		if o.Lease.Held {
+			// A leader without data cannot serve; holding the key through a clone would leave the
+			// cluster without a primary for the whole copy.
+			return act("releasing the leader lock: the data directory is empty", Action{Kind: ReleaseLeader}), true
+		}
+		src, ok := cloneSource(o)
+		if !ok {
+			return act("waiting for a running leader to clone from"), true
+		}
+		return act(fmt.Sprintf("creating replica from %s", src), Action{Kind: Clone, Target: src}), true
+	}
+	return Decision{}, false
+}
+
+// cloneSource prefers a running member tagged clonefrom (to spare the primary), then the leader.
+func cloneSource(o Observation) (string, bool) {
+	for _, m := range o.Cluster.Members {
+		if m.Name != o.Self.Name && m.Tags.CloneFrom && m.State == cluster.StateRunning {
+			return m.Name, true
+		}
+	}
+	if lm, ok := o.Cluster.LeaderMember(); ok && lm.Name != o.Self.Name && lm.State == cluster.StateRunning {
+		return lm.Name, true
+	}
+	return "", false
+}
+
+func stopped(o Observation) Decision {
+	v, l := o.Cluster, o.Local
+	if o.Lease.Held {
+		timeout := o.Config.StartTimeout()
+		down := o.Now.Sub(l.DownSince)
+		if healthyReplicaExists(o) && (timeout == 0 || (!l.DownSince.IsZero() && down >= timeout)) {
+			return act(fmt.Sprintf("primary did not come back within primary_start_timeout (%s): releasing the leader lock", timeout),
+				Action{Kind: ReleaseLeader})
+		}
+		if !l.ControlPrimary {
+			// The data stopped in recovery (for example the promotion never finished): start it in
+			// recovery and promote it properly, so that it switches to a new timeline.
+			return act("starting in recovery before promoting: the data directory stopped as a replica",
+				Action{Kind: RenewLeader}, Action{Kind: StartReplica})
+		}
+		return act("starting primary after failure", Action{Kind: RenewLeader}, Action{Kind: StartPrimary})
+	}
+	if v.Leader == nil || v.Leader.Name == o.Self.Name {
+		return act("starting as a replica without an upstream: no leader yet", Action{Kind: StartReplica})
+	}
+	ldr := v.Leader.Name
+	if l.WasPrimary {
+		lm, ok := v.LeaderMember()
+		leaderRunning := ok && lm.State == cluster.StateRunning
+		if l.RewindFailed || !o.Config.PostgreSQL.UsePgRewind {
+			if o.Config.PostgreSQL.RemoveDataDirectoryOnRewindFailure && leaderRunning {
+				return act(fmt.Sprintf("former primary cannot be rewound: removing the data directory and cloning from %s", ldr),
+					Action{Kind: Reinit, Target: ldr})
+			}
+			why := "pg_rewind failed"
+			if !o.Config.PostgreSQL.UsePgRewind {
+				why = "use_pg_rewind is off"
+			}
+			return act(fmt.Sprintf("former primary may have diverged from %s and %s: staying stopped "+
+				"(set remove_data_directory_on_rewind_failure or reinitialize this member)", ldr, why))
+		}
+		if !leaderRunning {
+			return act(fmt.Sprintf("former primary waiting for leader %s to run before rewinding", ldr))
+		}
+		return act(fmt.Sprintf("former primary: rewinding from leader %s", ldr), Action{Kind: Rewind, Target: ldr})
+	}
+	return act(fmt.Sprintf("starting as a replica following %s", ldr), Action{Kind: StartReplica, Target: ldr})
+}
+
+func healthyReplicaExists(o Observation) bool {
+	for _, m := range o.Cluster.Members {
+		if m.Name != o.Self.Name && m.State == cluster.StateRunning && m.Role == cluster.RoleReplica && eligible(m.Tags) {
+			return true
+		}
+	}
+	return false
+}
+
+func eligible(t cluster.Tags) bool { return !t.NoFailover && t.FailoverPriority > 0 }
+
+func leader(o Observation) Decision {
+	if o.Local.InRecovery {
+		return act("promoting self: holding the leader lock", Action{Kind: RenewLeader}, Action{Kind: Promote})
+	}
+	actions := []Action{{Kind: RenewLeader}}
+	if o.Config.PostgreSQL.UseSlots {
+		want := memberSlots(o)
+		if !slices.Equal(want, sortedCopy(o.Local.Slots)) {
+			actions = append(actions, Action{Kind: SyncSlots, Slots: want})
+		}
+	}
+	return act(fmt.Sprintf("no action: I am (%s), the leader with the lock", o.Self.Name), actions...)
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	if c == nil {
+		c = []string{}
+	}
+	return c
+}
+
+// memberSlots is the sorted set of slot names the leader keeps: one per other member.
+func memberSlots(o Observation) []string {
+	out := []string{}
+	for _, m := range o.Cluster.Members {
+		if m.Name != o.Self.Name {
+			out = append(out, SlotName(m.Name))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+var slotInvalid = regexp.MustCompile(`[^a-z0-9_]`)
+
+// SlotName maps a member name to a valid replication slot name, as Patroni does.
+func SlotName(member string) string {
+	return slotInvalid.ReplaceAllString(strings.ToLower(member), "_")
+}
+
+// race is the leader election among running replicas (safety rules 2 and 3).
+func race(o Observation) Decision {
+	if !eligible(o.Self.Tags) {
+		return act("no action: leader lock is free but this member is tagged nofailover")
+	}
+	if lag := o.Cluster.Status.Optime - o.Local.Position; o.Cluster.Status.Optime > 0 && lag > o.Config.MaximumLagOnFailover {
+		return act(fmt.Sprintf("not racing for the leader lock: %d bytes behind the last leader position, more than maximum_lag_on_failover (%d)",
+			lag, o.Config.MaximumLagOnFailover))
+	}
+	for _, p := range o.Peers {
+		if p.Name == o.Self.Name || !p.Reachable || !p.Running {
+			continue
+		}
+		if !p.InRecovery {
+			return act(fmt.Sprintf("not racing for the leader lock: %s still runs PostgreSQL as a primary", p.Name))
+		}
+		if eligible(p.Tags) && ahead(p, o) {
+			return act(fmt.Sprintf("not racing for the leader lock: %s is a better candidate (position %d, mine %d)",
+				p.Name, p.Position, o.Local.Position))
+		}
+	}
+	return act("racing for the leader lock: I am the healthiest member", Action{Kind: AcquireLeader})
+}
+
+// ahead orders candidates: WAL position, then failover_priority, then the smaller name.
+func ahead(p Peer, o Observation) bool {
+	if p.Position != o.Local.Position {
+		return p.Position > o.Local.Position
+	}
+	if p.Tags.FailoverPriority != o.Self.Tags.FailoverPriority {
+		return p.Tags.FailoverPriority > o.Self.Tags.FailoverPriority
+	}
+	return p.Name < o.Self.Name
+}
+
+func follower(o Observation) Decision {
+	ldr := o.Cluster.Leader.Name
+	if _, ok := o.Cluster.LeaderMember(); !ok {
+		return act(fmt.Sprintf("no action: leader %s has no member key yet", ldr))
+	}
+	if o.Local.WasPrimary {
+		// Rule 4: data that ran read-write may hold WAL the new leader never saw.
+		return act(fmt.Sprintf("former primary must be rewound before following %s: stopping", ldr),
+			Action{Kind: Stop, Mode: ModeFast})
+	}
+	if o.Local.Following != ldr {
+		return act(fmt.Sprintf("following new leader %s", ldr), Action{Kind: Follow, Target: ldr})
+	}
+	return act(fmt.Sprintf("no action: I am (%s), a secondary, and following a leader (%s)", o.Self.Name, ldr))
+}

@@ -1,0 +1,138 @@
+// Package ha is the pure decision core: Decide turns one observation of the world into the
+// actions for this cycle and one verdict sentence. It performs no I/O and reads no clock.
+package ha
+
+import (
+	"time"
+
+	"github.com/pgvigil/pgvigil/internal/cluster"
+)
+
+// Kind names an action the agent executes.
+type Kind string
+
+// Actions. Long ones (Bootstrap, Clone, Rewind, Reinit, Promote) run asynchronously; while one
+// runs, Observation.Busy is set and Decide only keeps the lease alive or fences.
+const (
+	Bootstrap     Kind = "bootstrap"      // claim initialize; only if claimed: take the leader key, initdb, start, create roles
+	Clone         Kind = "clone"          // pg_basebackup from Target into the empty data directory
+	StartPrimary  Kind = "start_primary"  // start PostgreSQL read-write (only while holding the leader key)
+	StartReplica  Kind = "start_replica"  // start PostgreSQL in recovery following Target ("" = no upstream yet)
+	Follow        Kind = "follow"         // re-point a running replica at Target (reload, no restart)
+	AcquireLeader Kind = "acquire_leader" // create-if-absent the leader key; outcome decides the next cycle
+	RenewLeader   Kind = "renew_leader"   // keep the lease alive and check the key still names us
+	ReleaseLeader Kind = "release_leader" // delete the leader key if it names us
+	Promote       Kind = "promote"        // pg_promote, then record history
+	Demote        Kind = "demote"         // stop (Mode) and come back in recovery following Target
+	Stop          Kind = "stop"           // stop PostgreSQL and keep it stopped
+	Rewind        Kind = "rewind"         // pg_rewind against Target, then start as its replica
+	Reinit        Kind = "reinit"         // wipe the data directory and clone from Target
+	SyncSlots     Kind = "sync_slots"     // leader duty: physical slots exactly for Slots
+)
+
+// Stop modes, as pg_ctl names them.
+const (
+	ModeFast      = "fast"
+	ModeImmediate = "immediate"
+)
+
+// Action is one instruction for the agent.
+type Action struct {
+	Kind   Kind
+	Target string   // member to clone from, follow, rewind against
+	Mode   string   // stop mode for Demote and Stop
+	Slots  []string // slot names for SyncSlots
+}
+
+// Long reports whether the action runs asynchronously.
+func (a Action) Long() bool {
+	switch a.Kind {
+	case Bootstrap, Clone, Rewind, Reinit, Promote:
+		return true
+	}
+	return false
+}
+
+// DataDir is what the data directory holds.
+type DataDir int
+
+const (
+	DataEmpty   DataDir = iota // absent or empty: safe to bootstrap or clone into
+	DataValid                  // a PostgreSQL data directory with a readable control file
+	DataForeign                // not empty and not a PostgreSQL data directory: never touched
+)
+
+// PGState is the local PostgreSQL as the agent saw it this cycle.
+type PGState struct {
+	DataDir    DataDir
+	SysID      string
+	Running    bool // postmaster alive
+	Ready      bool // accepting connections (observations below are from SQL)
+	InRecovery bool
+	Timeline   int
+	Position   int64 // primary: current WAL insert position; replica: max(received, replayed)
+	// WasPrimary is true when this data directory ran read-write since it was last cloned or
+	// rewound (control file state, or the agent's marker that survives a restart in recovery):
+	// it may hold WAL the new leader never saw, so it must be rewound before following anyone.
+	WasPrimary bool
+	// ControlPrimary: the control file says the server last ran read-write (not in recovery), so
+	// starting it without standby.signal continues its timeline; otherwise a start as primary
+	// would skip the timeline switch that tells other members the history forked.
+	ControlPrimary bool
+	Standby        bool      // standby.signal is present: a starting server comes up in recovery
+	Following      string    // member the rendered primary_conninfo points at ("" = none)
+	DownSince      time.Time // first cycle PostgreSQL was seen down while we held the leader key
+	// RewindFailed remembers a failed pg_rewind of this data directory (reset by a reinit).
+	RewindFailed bool
+	Slots        []string // physical replication slots present (primary only)
+}
+
+// LeaseState is what this member knows about its leader key.
+type LeaseState struct {
+	Held        bool      // the leader key names this member
+	LastRenewed time.Time // start of the last successful renewal (monotonic clock)
+}
+
+// Peer is another member's answer to GET /patroni during a leader race.
+type Peer struct {
+	Name       string
+	Reachable  bool
+	Running    bool
+	InRecovery bool
+	Position   int64
+	Tags       cluster.Tags
+}
+
+// Self is this member's identity.
+type Self struct {
+	Name string
+	Tags cluster.Tags
+}
+
+// Observation is everything Decide may look at.
+type Observation struct {
+	Now     time.Time
+	Self    Self
+	Local   PGState
+	Cluster *cluster.View // nil when the store could not be read
+	Lease   LeaseState
+	Peers   []Peer
+	Config  cluster.DynamicConfig
+	Busy    *Action
+}
+
+// Decision is the outcome of one cycle.
+type Decision struct {
+	Actions []Action
+	Verdict string
+}
+
+// Has reports whether the decision contains an action of kind k.
+func (d Decision) Has(k Kind) bool {
+	for _, a := range d.Actions {
+		if a.Kind == k {
+			return true
+		}
+	}
+	return false
+}

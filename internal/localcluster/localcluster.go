@@ -1,0 +1,416 @@
+// Package localcluster runs a whole pgvigil cluster on one machine: etcd's own server embedded,
+// and N real `pgvigil node` processes with real PostgreSQL. The demo, the benchmarks and the
+// end-to-end tests all stand on it.
+package localcluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgvigil/pgvigil/internal/embedetcd"
+)
+
+// Passwords of the demo roles. They only ever guard loopback servers started by this package.
+const (
+	Superuser    = "postgres"
+	SuperPass    = "vigil-super"
+	Replicator   = "replicator"
+	ReplPass     = "vigil-repl"
+	DefaultScope = "demo"
+)
+
+// Options shape the cluster.
+type Options struct {
+	Dir          string // everything lives here; must be traversable by the PostgreSQL OS user
+	Nodes        int
+	Binary       string // the pgvigil executable
+	Scope        string
+	TTL          int
+	LoopWait     int
+	RetryTimeout int
+	// Extra YAML appended to every node's configuration.
+	Extra string
+}
+
+// Node is one member: its ports, files and process.
+type Node struct {
+	Name       string
+	Dir        string
+	DataDir    string
+	ConfigPath string
+	LogPath    string
+	PGPort     int
+	APIPort    int
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Cluster is the running set.
+type Cluster struct {
+	opts  Options
+	Etcd  *embedetcd.Server
+	Nodes []*Node
+}
+
+// FreePort asks the kernel for an unused loopback port.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start launches etcd and every node, and returns once the processes are started (not yet healthy).
+func Start(opts Options) (*Cluster, error) {
+	if opts.Scope == "" {
+		opts.Scope = DefaultScope
+	}
+	if opts.TTL == 0 {
+		opts.TTL, opts.LoopWait, opts.RetryTimeout = 10, 1, 3
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	// PostgreSQL runs as an unprivileged user when we are root; it must reach its directories.
+	for d := opts.Dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			_ = os.Chmod(d, fi.Mode().Perm()|0o011)
+		}
+	}
+	srv, err := embedetcd.Start(filepath.Join(opts.Dir, "etcd"))
+	if err != nil {
+		return nil, fmt.Errorf("while starting embedded etcd: %w", err)
+	}
+	c := &Cluster{opts: opts, Etcd: srv}
+	for i := 1; i <= opts.Nodes; i++ {
+		n, err := c.newNode(fmt.Sprintf("node%d", i))
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	for _, n := range c.Nodes {
+		if err := c.StartNode(n); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *Cluster) newNode(name string) (*Node, error) {
+	pg, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	apiPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(c.opts.Dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	_ = os.Chmod(dir, 0o755)
+	n := &Node{Name: name, Dir: dir, DataDir: filepath.Join(dir, "data"), ConfigPath: filepath.Join(dir, "pgvigil.yaml"),
+		LogPath: filepath.Join(dir, "pgvigil.log"), PGPort: pg, APIPort: apiPort}
+	cfg := fmt.Sprintf(`scope: %s
+name: %s
+restapi:
+  listen: 127.0.0.1:%d
+etcd3:
+  hosts: %s
+bootstrap:
+  dcs:
+    ttl: %d
+    loop_wait: %d
+    retry_timeout: %d
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+postgresql:
+  listen: 127.0.0.1:%d
+  data_dir: %s
+  authentication:
+    superuser: {username: %s, password: %s}
+    replication: {username: %s, password: %s}
+  parameters:
+    shared_buffers: 32MB
+    max_connections: 50
+%s`, c.opts.Scope, name, apiPort, strings.Join(c.Etcd.Endpoints(), ","), c.opts.TTL, c.opts.LoopWait, c.opts.RetryTimeout,
+		pg, n.DataDir, Superuser, SuperPass, Replicator, ReplPass, c.opts.Extra)
+	return n, os.WriteFile(n.ConfigPath, []byte(cfg), 0o600)
+}
+
+// StartNode launches the node's agent process; its output is appended to LogPath.
+func (c *Cluster) StartNode(n *Node) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		return fmt.Errorf("%s is already running", n.Name)
+	}
+	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.opts.Binary, "node", "-c", n.ConfigPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a terminal's Ctrl-C goes to the demo, which stops nodes in order
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("while starting %s: %w", n.Name, err)
+	}
+	n.cmd, n.done = cmd, make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+		n.mu.Lock()
+		if n.cmd == cmd {
+			n.cmd = nil
+		}
+		n.mu.Unlock()
+	}(cmd, n.done)
+	return nil
+}
+
+// Running reports whether the agent process is alive.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil
+}
+
+// AgentPID is the agent's process id, or 0.
+func (n *Node) AgentPID() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
+// PostmasterPID reads postmaster.pid; 0 when there is none or the process is gone.
+func (n *Node) PostmasterPID() int {
+	b, err := os.ReadFile(filepath.Join(n.DataDir, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil || syscall.Kill(pid, 0) != nil {
+		return 0
+	}
+	return pid
+}
+
+// Signal sends sig to the agent and waits up to wait for it to exit (0: do not wait).
+func (n *Node) Signal(sig syscall.Signal, wait time.Duration) error {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	if wait == 0 {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(wait):
+		return fmt.Errorf("%s did not exit within %s after %s", n.Name, wait, sig)
+	}
+}
+
+// Crash kills the agent and its postmaster with SIGKILL, like a host losing power. The
+// postmaster's children exit on their own once it is gone.
+func (n *Node) Crash() error {
+	pm := n.PostmasterPID()
+	if err := n.Signal(syscall.SIGKILL, 10*time.Second); err != nil {
+		return err
+	}
+	if pm != 0 {
+		_ = syscall.Kill(pm, syscall.SIGKILL)
+	}
+	return nil
+}
+
+// DSN is a libpq connection string to the node's PostgreSQL as the superuser.
+func (n *Node) DSN() string {
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=postgres sslmode=disable connect_timeout=2",
+		n.PGPort, Superuser, SuperPass)
+}
+
+// APIURL is the base URL of the node's REST API.
+func (n *Node) APIURL() string { return fmt.Sprintf("http://127.0.0.1:%d", n.APIPort) }
+
+// NodeStatus is the part of GET /patroni the harness reads.
+type NodeStatus struct {
+	State            string `json:"state"`
+	Role             string `json:"role"`
+	Timeline         int    `json:"timeline"`
+	ReplicationState string `json:"replication_state"`
+	XLog             struct {
+		Location int64 `json:"location"`
+		Received int64 `json:"received_location"`
+		Replayed int64 `json:"replayed_location"`
+	} `json:"xlog"`
+}
+
+// Status asks the node's REST API.
+func (n *Node) Status(ctx context.Context) (*NodeStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.APIURL()+"/patroni", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var st NodeStatus
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Check asks a health endpoint and returns the status code.
+func (n *Node) Check(ctx context.Context, path string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.APIURL()+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// Exec runs one statement on the node and reports whether the server accepted it.
+func (n *Node) Exec(ctx context.Context, sql string, args ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, n.DSN())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql, args...)
+	return err
+}
+
+// QueryInt runs a query returning one integer.
+func (n *Node) QueryInt(ctx context.Context, sql string, args ...any) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, n.DSN())
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var v int64
+	err = conn.QueryRow(ctx, sql, args...).Scan(&v)
+	return v, err
+}
+
+// Primary returns the node whose REST API answers 200 on /primary, if exactly one does.
+func (c *Cluster) Primary(ctx context.Context) (*Node, error) {
+	var found []*Node
+	for _, n := range c.Nodes {
+		if code, err := n.Check(ctx, "/primary"); err == nil && code == http.StatusOK {
+			found = append(found, n)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return nil, errors.New("no primary")
+	}
+	return nil, fmt.Errorf("%d primaries", len(found))
+}
+
+// Streaming reports whether every node except the primary reports replication_state streaming.
+func (c *Cluster) Streaming(ctx context.Context, nodes ...*Node) bool {
+	if len(nodes) == 0 {
+		nodes = c.Nodes
+	}
+	primaries := 0
+	for _, n := range nodes {
+		st, err := n.Status(ctx)
+		if err != nil || st.State != "running" {
+			return false
+		}
+		if st.Role == "primary" {
+			primaries++
+			continue
+		}
+		if st.ReplicationState != "streaming" {
+			return false
+		}
+	}
+	return primaries == 1
+}
+
+// Wait polls cond every interval until it holds or timeout passes.
+func Wait(ctx context.Context, timeout, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(interval)
+	}
+}
+
+// Close stops every node gracefully (SIGTERM, bounded), then kills what is left, then etcd.
+func (c *Cluster) Close() {
+	var wg sync.WaitGroup
+	for _, n := range c.Nodes {
+		wg.Add(1)
+		go func(n *Node) {
+			defer wg.Done()
+			if err := n.Signal(syscall.SIGTERM, 60*time.Second); err != nil {
+				_ = n.Signal(syscall.SIGKILL, 10*time.Second)
+			}
+			// A postmaster whose agent was killed keeps running; it is ours, stop it by its PID.
+			if pm := n.PostmasterPID(); pm != 0 {
+				_ = syscall.Kill(pm, syscall.SIGQUIT)
+				Wait(context.Background(), 10*time.Second, 50*time.Millisecond, func() bool { return n.PostmasterPID() == 0 })
+			}
+		}(n)
+	}
+	wg.Wait()
+	if c.Etcd != nil {
+		c.Etcd.Close()
+	}
+}

@@ -1,0 +1,73 @@
+// Package node wires a node agent from its configuration: store client, PostgreSQL controller,
+// HA loop and REST API, and runs them until the context ends.
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/pgvigil/pgvigil/internal/agent"
+	"github.com/pgvigil/pgvigil/internal/api"
+	"github.com/pgvigil/pgvigil/internal/config"
+	"github.com/pgvigil/pgvigil/internal/dcs/etcd"
+	"github.com/pgvigil/pgvigil/internal/postgres"
+	"github.com/pgvigil/pgvigil/internal/version"
+)
+
+// Run starts the agent and the REST API and blocks until ctx ends and the agent has stepped down.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	dyn := cfg.Bootstrap.DCS
+	store, err := etcd.New(etcd.Config{
+		Endpoints: cfg.Etcd.Hosts, Username: cfg.Etcd.Username, Password: cfg.Etcd.Password,
+		Namespace: cfg.Namespace, Scope: cfg.Scope, Name: cfg.Name,
+		TTL: dyn.TTLDuration(), RetryTimeout: dyn.RetryDuration(), Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("while creating the etcd client: %w", err)
+	}
+	defer store.Close()
+
+	pg, err := postgres.New(postgres.Settings{
+		Name: cfg.Name, Scope: cfg.Scope, DataDir: cfg.Postgres.DataDir, BinDir: cfg.Postgres.BinDir,
+		RunAs: cfg.Postgres.RunAs, ListenAddrs: cfg.ListenHosts(), Port: cfg.ListenPort(),
+		LocalHost: cfg.LocalConnHost(), PgPass: cfg.Postgres.PgPass,
+		Superuser:    postgres.Credentials(cfg.Postgres.Auth.Superuser),
+		Replication:  postgres.Credentials(cfg.Postgres.Auth.Replication),
+		Rewind:       postgres.Credentials(cfg.Postgres.Auth.Rewind),
+		LocalParams:  cfg.Postgres.Parameters,
+		PgHBA:        cfg.Postgres.PgHBA,
+		BootstrapHBA: cfg.Bootstrap.PgHBA,
+		InitdbArgs:   cfg.Bootstrap.Initdb,
+	})
+	if err != nil {
+		return err
+	}
+
+	a := agent.New(agent.Options{
+		Name: cfg.Name, Scope: cfg.Scope, Tags: cfg.Tags, ConnURL: cfg.ConnURL(), APIURL: cfg.APIURL(),
+		Version: version.Version, Bootstrap: dyn, Store: store, PG: pg, Logger: log,
+	})
+
+	ln, err := net.Listen("tcp", cfg.RestAPI.Listen)
+	if err != nil {
+		return fmt.Errorf("restapi.listen: %w", err)
+	}
+	srv := api.New(a, cfg.Name, cfg.Scope, version.Version, cfg.Tags, log)
+	go func() {
+		if err := srv.Serve(ln); err != nil {
+			log.Error("REST API stopped", "err", err)
+		}
+	}()
+	log.Info("pgvigil node starting", "member", cfg.Name, "scope", cfg.Scope, "restapi", cfg.RestAPI.Listen,
+		"postgresql", cfg.Postgres.Listen, "data_dir", cfg.Postgres.DataDir, "pg_version", cfg.Postgres.Version,
+		"ttl", dyn.TTL, "loop_wait", dyn.LoopWait, "retry_timeout", dyn.RetryTimeout)
+
+	err = a.Run(ctx)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return err
+}
