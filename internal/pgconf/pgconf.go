@@ -42,6 +42,8 @@ var defaults = map[string]string{
 	"max_connections":              "100",
 	"wal_sender_timeout":           "10s",
 	"wal_receiver_status_interval": "1s",
+	// Reconnect to a new upstream within half a second instead of the default 5 s.
+	"wal_retrieve_retry_interval": "500ms",
 }
 
 // managed are set by pgvigil alone; user values for them are ignored because a wrong value

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` need and the machine lacks: PostgreSQL server binaries
+# (Debian/Ubuntu packages). etcd needs nothing: pgvigil embeds etcd's own server for demo and tests.
+set -euo pipefail
+
+have_pg() {
+  for d in /usr/lib/postgresql/*/bin /usr/pgsql-*/bin; do
+    [ -x "$d/postgres" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_rewind" ] && return 0
+  done
+  command -v pg_ctl >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1
+}
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "Go is required (https://go.dev/dl/); it is not on PATH." >&2
+  exit 1
+fi
+
+if ! have_pg; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "PostgreSQL server binaries (13 or newer) are missing and apt-get is not available; install them and re-run." >&2
+    exit 1
+  fi
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "Installing PostgreSQL 15 server binaries with apt-get …"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y postgresql-15 postgresql-client-15
+  # Debian starts a default cluster on 5432; pgvigil runs its own servers, so stop it if it is ours to stop.
+  if command -v pg_lsclusters >/dev/null 2>&1; then
+    pg_lsclusters -h 2>/dev/null | while read -r ver name port status _; do
+      [ "$status" = online ] && $sudo pg_ctlcluster "$ver" "$name" stop || true
+    done
+  fi
+fi
+
+# PostgreSQL refuses to run as root; the agent then runs it as this OS user.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/postgresql --create-home --shell /bin/bash postgres
+fi
