@@ -30,6 +30,8 @@ type Options struct {
 	Logger    *slog.Logger
 	// PeerTimeout bounds each GET /patroni during a leader race.
 	PeerTimeout time.Duration
+	// Callbacks maps on_start, on_stop, on_reload, on_role_change to scripts.
+	Callbacks map[string]string
 }
 
 // Snapshot is what the REST API shows: the last cycle's picture.
@@ -50,6 +52,7 @@ type Agent struct {
 	log *slog.Logger
 
 	wake chan struct{}
+	cb   *callbacks
 
 	mu          sync.Mutex // guards the fields below; the loop and long actions share them
 	held        bool
@@ -66,6 +69,7 @@ type Agent struct {
 	lastOptime  int64
 	stopping    bool
 	lastStoreOK time.Time
+	lastRole    string
 }
 
 // New builds an agent; nothing runs until Run.
@@ -73,7 +77,8 @@ func New(o Options) *Agent {
 	if o.PeerTimeout == 0 {
 		o.PeerTimeout = time.Second
 	}
-	return &Agent{o: o, log: o.Logger, wake: make(chan struct{}, 1), dyn: o.Bootstrap}
+	return &Agent{o: o, log: o.Logger, wake: make(chan struct{}, 1), dyn: o.Bootstrap,
+		cb: &callbacks{scripts: o.Callbacks, scope: o.Scope, log: o.Logger}}
 }
 
 // Wake asks for a cycle now (watch events, finished long actions, REST requests).
@@ -190,6 +195,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 		"lsn", postgres.FormatLSN(local.Position), "lease", obs.Lease.Held, "took", time.Since(start).Round(time.Millisecond))
 
 	again := a.execute(ctx, d, view, local, start)
+	a.noticeRole(local)
 	if view != nil {
 		a.publish(ctx, view, local)
 	} else if !d.Has(ha.RenewLeader) {
@@ -206,6 +212,25 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	a.snap.LastStoreOK = a.lastStoreOK
 	a.mu.Unlock()
 	return again
+}
+
+// noticeRole fires on_role_change when PostgreSQL's running role changes, whatever caused it
+// (promotion, demotion, a restart in the other role).
+func (a *Agent) noticeRole(local postgres.Status) {
+	if !local.Ready {
+		return
+	}
+	role := cluster.RoleReplica
+	if !local.InRecovery {
+		role = cluster.RolePrimary
+	}
+	a.mu.Lock()
+	prev := a.lastRole
+	a.lastRole = role
+	a.mu.Unlock()
+	if prev != "" && prev != role {
+		a.cb.fire(OnRoleChange, role)
+	}
 }
 
 func roleOf(s postgres.Status, held bool) string {

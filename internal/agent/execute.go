@@ -48,13 +48,13 @@ func (a *Agent) execute(ctx context.Context, d ha.Decision, view *cluster.View, 
 				a.mu.Unlock()
 				again = true
 			}
-		case ha.Demote:
-			a.cancelLong()
-			err = a.o.PG.Stop(ctx, act.Mode)
-			a.setFollowing("")
-			again = true
-		case ha.Stop:
-			err = a.o.PG.Stop(ctx, act.Mode)
+		case ha.Demote, ha.Stop:
+			if act.Kind == ha.Demote {
+				a.cancelLong()
+			}
+			if err = a.o.PG.Stop(ctx, act.Mode); err == nil && local.Running {
+				a.cb.fire(OnStop, roleOf(local, false))
+			}
 			a.setFollowing("")
 			again = true
 		case ha.StartPrimary:
@@ -115,7 +115,13 @@ func (a *Agent) applyConfig(ctx context.Context, view *cluster.View, local postg
 	if changed {
 		if err := a.o.PG.Reload(ctx); err != nil {
 			a.log.Error("cannot reload PostgreSQL", "err", err)
+			return
 		}
+		role := cluster.RolePrimary
+		if local.InRecovery {
+			role = cluster.RoleReplica
+		}
+		a.cb.fire(OnReload, role)
 	}
 }
 
@@ -134,6 +140,11 @@ func (a *Agent) start(ctx context.Context, view *cluster.View, primary bool, lea
 	if err := a.o.PG.Start(ctx, primary); err != nil {
 		return err
 	}
+	role := cluster.RoleReplica
+	if primary {
+		role = cluster.RolePrimary
+	}
+	a.cb.fire(OnStart, role)
 	a.mu.Lock()
 	a.following, a.rewound = leader, false
 	a.mu.Unlock()

@@ -22,11 +22,14 @@ func (a *Agent) shutdown() {
 	held := a.held
 	a.mu.Unlock()
 	view, _ := a.o.Store.Get(ctx)
+	local := a.o.PG.Observe(ctx)
 	if view != nil {
-		a.publish(ctx, view, a.o.PG.Observe(ctx))
+		a.publish(ctx, view, local)
 	}
 	if err := a.o.PG.Stop(ctx, ha.ModeFast); err != nil {
 		a.log.Error("cannot stop PostgreSQL", "err", err)
+	} else if local.Running {
+		a.cb.fire(OnStop, roleOf(local, held))
 	}
 	if held {
 		a.handOver(ctx, view)

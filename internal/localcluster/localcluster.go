@@ -22,6 +22,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pgvigil/pgvigil/internal/dcs"
 	"github.com/pgvigil/pgvigil/internal/embedetcd"
 )
 
@@ -45,6 +48,8 @@ type Options struct {
 	RetryTimeout int
 	// Extra YAML appended to every node's configuration.
 	Extra string
+	// Callbacks installs a script per node that appends "<event> <role> <scope>" to CallbackLog.
+	Callbacks bool
 }
 
 // Node is one member: its ports, files and process.
@@ -54,8 +59,10 @@ type Node struct {
 	DataDir    string
 	ConfigPath string
 	LogPath    string
-	PGPort     int
-	APIPort    int
+	// CallbackLog collects the node's callback invocations when Options.Callbacks is set.
+	CallbackLog string
+	PGPort      int
+	APIPort     int
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -133,7 +140,19 @@ func (c *Cluster) newNode(name string) (*Node, error) {
 	}
 	_ = os.Chmod(dir, 0o755)
 	n := &Node{Name: name, Dir: dir, DataDir: filepath.Join(dir, "data"), ConfigPath: filepath.Join(dir, "pgvigil.yaml"),
-		LogPath: filepath.Join(dir, "pgvigil.log"), PGPort: pg, APIPort: apiPort}
+		LogPath: filepath.Join(dir, "pgvigil.log"), CallbackLog: filepath.Join(dir, "callbacks.log"), PGPort: pg, APIPort: apiPort}
+	callbacks := ""
+	if c.opts.Callbacks {
+		script := filepath.Join(dir, "callback.sh")
+		body := fmt.Sprintf("#!/bin/sh\necho \"$@\" >> %s\n", n.CallbackLog)
+		if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+			return nil, err
+		}
+		callbacks = "  callbacks:\n"
+		for _, ev := range []string{"on_start", "on_stop", "on_reload", "on_role_change"} {
+			callbacks += fmt.Sprintf("    %s: %s\n", ev, script)
+		}
+	}
 	cfg := fmt.Sprintf(`scope: %s
 name: %s
 restapi:
@@ -157,8 +176,8 @@ postgresql:
   parameters:
     shared_buffers: 32MB
     max_connections: 50
-%s`, c.opts.Scope, name, apiPort, strings.Join(c.Etcd.Endpoints(), ","), c.opts.TTL, c.opts.LoopWait, c.opts.RetryTimeout,
-		pg, n.DataDir, Superuser, SuperPass, Replicator, ReplPass, c.opts.Extra)
+%s%s`, c.opts.Scope, name, apiPort, strings.Join(c.Etcd.Endpoints(), ","), c.opts.TTL, c.opts.LoopWait, c.opts.RetryTimeout,
+		pg, n.DataDir, Superuser, SuperPass, Replicator, ReplPass, callbacks, c.opts.Extra)
 	return n, os.WriteFile(n.ConfigPath, []byte(cfg), 0o600)
 }
 
@@ -413,4 +432,20 @@ func (c *Cluster) Close() {
 	if c.Etcd != nil {
 		c.Etcd.Close()
 	}
+}
+
+// StoreValue reads one key under the cluster's prefix straight from etcd ("" when absent).
+func (c *Cluster) StoreValue(ctx context.Context, key string) (string, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Etcd.Endpoints(), DialTimeout: 3 * time.Second})
+	if err != nil {
+		return "", err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, dcs.Prefix("/service/", c.opts.Scope)+key)
+	if err != nil || len(resp.Kvs) == 0 {
+		return "", err
+	}
+	return string(resp.Kvs[0].Value), nil
 }

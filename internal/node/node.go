@@ -49,6 +49,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	a := agent.New(agent.Options{
 		Name: cfg.Name, Scope: cfg.Scope, Tags: cfg.Tags, ConnURL: cfg.ConnURL(), APIURL: cfg.APIURL(),
 		Version: version.Version, Bootstrap: dyn, Store: store, PG: pg, Logger: log,
+		Callbacks: cfg.Postgres.Callbacks,
 	})
 
 	ln, err := net.Listen("tcp", cfg.RestAPI.Listen)

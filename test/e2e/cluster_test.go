@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"sync"
@@ -20,7 +21,7 @@ const (
 func startCluster(t *testing.T, nodes int) *localcluster.Cluster {
 	t.Helper()
 	c, err := localcluster.Start(localcluster.Options{Dir: workDir(t), Nodes: nodes, Binary: binary,
-		TTL: 6, LoopWait: 1, RetryTimeout: 2})
+		TTL: 6, LoopWait: 1, RetryTimeout: 2, Callbacks: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +178,41 @@ func TestClusterLifecycle(t *testing.T) {
 		if err := p.Exec(ctx, "SELECT 1"); err == nil {
 			t.Fatalf("crashed %s still accepts connections", p.Name)
 		}
+		// The store records the promotion, and the new leader keeps a slot for every other member.
+		var hist []json.RawMessage
+		waitFor(t, "a history entry naming "+np.Name, 10*time.Second, func() bool {
+			v, _ := c.StoreValue(ctx, "history")
+			return json.Unmarshal([]byte(v), &hist) == nil && len(hist) == 1 && strings.Contains(string(hist[0]), `"`+np.Name+`"`)
+		})
+		if v, _ := c.StoreValue(ctx, "leader"); v != np.Name {
+			t.Fatalf("leader key = %q, want %q", v, np.Name)
+		}
+		// The crashed member's key expired with its lease, so it has no slot until it rejoins.
+		slots := func(names ...string) func() bool {
+			return func() bool {
+				n, err := np.QueryInt(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical'")
+				if err != nil || n != int64(len(names)) {
+					return false
+				}
+				for _, name := range names {
+					if k, err := np.QueryInt(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", name); err != nil || k != 1 {
+						return false
+					}
+				}
+				return true
+			}
+		}
+		var survivors []string
+		for _, n := range c.Nodes {
+			if n != np && n != p {
+				survivors = append(survivors, n.Name)
+			}
+		}
+		waitFor(t, "slots for the surviving replicas on "+np.Name, 10*time.Second, slots(survivors...))
+		waitFor(t, "on_role_change callback on "+np.Name, 10*time.Second, func() bool {
+			b, _ := os.ReadFile(np.CallbackLog)
+			return strings.Contains(string(b), "on_role_change primary "+localcluster.DefaultScope)
+		})
 
 		// The crashed member comes back: it must rewind and stream from the new primary.
 		if err := c.StartNode(p); err != nil {
@@ -186,6 +222,7 @@ func TestClusterLifecycle(t *testing.T) {
 		if q, err := c.Primary(ctx); err != nil || q != np {
 			t.Fatalf("primary after rejoin = %v (%v), want %s", q, err, np.Name)
 		}
+		waitFor(t, "a slot for the rejoined member", 10*time.Second, slots(append(survivors, p.Name)...))
 		if err := np.Exec(ctx, "INSERT INTO acked (id) VALUES (100000)"); err != nil {
 			t.Fatal(err)
 		}
