@@ -44,13 +44,13 @@ func Failover(ctx context.Context, o Options) error {
 	retry := min(3, (o.TTL-1)/2)
 	fmt.Fprintf(o.Out, "pgvigil bench failover: %d runs, 3 nodes, ttl %d, loop_wait 1, retry_timeout %d\n", o.Runs, o.TTL, retry)
 	s := sample{}
-	var rss []int
+	var mem [][2]int
 	for run := 1; run <= o.Runs; run++ {
-		r, err := oneRun(ctx, o, filepath.Join(o.Dir, "run"+strconv.Itoa(run)), retry, s)
+		m, err := oneRun(ctx, o, filepath.Join(o.Dir, "run"+strconv.Itoa(run)), retry, s)
 		if err != nil {
 			return fmt.Errorf("run %d: %w", run, err)
 		}
-		rss = append(rss, r...)
+		mem = append(mem, m...)
 	}
 	fmt.Fprintf(o.Out, "\n%-40s %8s %8s %8s\n", "figure (seconds)", "min", "median", "max")
 	for _, k := range []string{"start → all streaming", "SIGKILL primary → write elsewhere", "killed node restart → streaming",
@@ -62,14 +62,21 @@ func Failover(ctx context.Context, o Options) error {
 		}
 		fmt.Fprintf(o.Out, "%-40s %8.2f %8.2f %8.2f\n", k, d[0].Seconds(), d[len(d)/2].Seconds(), d[len(d)-1].Seconds())
 	}
-	if len(rss) > 0 {
-		slices.Sort(rss)
-		fmt.Fprintf(o.Out, "%-40s %8.1f %8.1f %8.1f\n", "agent RSS (MB)", float64(rss[0])/1024, float64(rss[len(rss)/2])/1024, float64(rss[len(rss)-1])/1024)
+	for i, label := range []string{"agent RSS (MB)", "agent private memory (MB)"} {
+		var v []int
+		for _, m := range mem {
+			v = append(v, m[i])
+		}
+		if len(v) > 0 {
+			slices.Sort(v)
+			fmt.Fprintf(o.Out, "%-40s %8.1f %8.1f %8.1f\n", label, float64(v[0])/1024, float64(v[len(v)/2])/1024, float64(v[len(v)-1])/1024)
+		}
 	}
+	fmt.Fprintln(o.Out, "(RSS counts the binary's read-only pages, which the agents on one host share; private memory is the anonymous part.)")
 	return nil
 }
 
-func oneRun(ctx context.Context, o Options, dir string, retry int, s sample) ([]int, error) {
+func oneRun(ctx context.Context, o Options, dir string, retry int, s sample) ([][2]int, error) {
 	t0 := time.Now()
 	c, err := localcluster.Start(localcluster.Options{Dir: dir, Nodes: 3, Binary: o.Binary, TTL: o.TTL, LoopWait: 1, RetryTimeout: retry})
 	if err != nil {
@@ -95,7 +102,7 @@ func oneRun(ctx context.Context, o Options, dir string, retry int, s sample) ([]
 	if err := p.Exec(ctx, "CREATE TABLE IF NOT EXISTS bench_writes (at timestamptz DEFAULT now())"); err != nil {
 		return nil, err
 	}
-	rss := agentRSS(c)
+	rss := agentMemory(c)
 	for _, kind := range []string{"SIGKILL", "SIGTERM"} {
 		if !localcluster.Wait(ctx, o.Timeout, 50*time.Millisecond, func() bool { return c.Streaming(ctx) }) {
 			return rss, fmt.Errorf("cluster not streaming before %s", kind)
@@ -148,22 +155,29 @@ func writeElsewhere(ctx context.Context, c *localcluster.Cluster, old *localclus
 	return false
 }
 
-// agentRSS reads each agent's resident set size in KiB from /proc.
-func agentRSS(c *localcluster.Cluster) []int {
-	var out []int
+// agentMemory reads each agent's resident set and its anonymous (private) part, in KiB.
+func agentMemory(c *localcluster.Cluster) [][2]int {
+	var out [][2]int
 	for _, n := range c.Nodes {
-		pid := n.AgentPID()
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", n.AgentPID()))
 		if err != nil {
 			continue
 		}
+		var m [2]int
 		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-				if kb, err := strconv.Atoi(f[1]); err == nil {
-					out = append(out, kb)
-				}
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			kb, _ := strconv.Atoi(f[1])
+			switch f[0] {
+			case "Rss:":
+				m[0] = kb
+			case "Anonymous:":
+				m[1] = kb
 			}
 		}
+		out = append(out, m)
 	}
 	return out
 }
