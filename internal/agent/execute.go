@@ -264,7 +264,12 @@ func (a *Agent) bootstrap(ctx context.Context) (err error) {
 	a.log.Info("won the initialize key: bootstrapping a new cluster", "member", a.o.Name)
 	defer func() {
 		if err != nil {
+			// The directory was empty when we claimed the key: a half-made cluster must not be
+			// mistaken for data by the next attempt.
 			_ = a.o.PG.Stop(context.Background(), ha.ModeImmediate)
+			if werr := a.o.PG.Wipe(); werr != nil {
+				a.log.Error("cannot empty the data directory after a failed bootstrap", "err", werr)
+			}
 			_ = a.o.Store.ReleaseLeader(context.Background())
 			_ = a.o.Store.DeleteInitialize(context.Background())
 			a.mu.Lock()

@@ -128,6 +128,18 @@ type Member struct {
 	PendingRestart   bool   `json:"pending_restart,omitempty"`
 }
 
+// UnmarshalJSON defaults failover_priority to 1 when a member key has no tags at all
+// (Patroni omits the field), since 0 would mean "never promote".
+func (m *Member) UnmarshalJSON(b []byte) error {
+	type plain Member
+	p := plain{Tags: Tags{FailoverPriority: 1}}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*m = Member(p)
+	return nil
+}
+
 // Host and port of the member's PostgreSQL, parsed from conn_url.
 func (m Member) HostPort() (string, int) {
 	return ParseConnURL(m.ConnURL)

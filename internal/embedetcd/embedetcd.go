@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ type Server struct {
 	etcd       *embed.Etcd
 	clientPort int
 	logLevel   zap.AtomicLevel
+	closeOnce  sync.Once
 }
 
 // Start launches etcd with its data in dir on free loopback ports and waits until it serves.
@@ -102,8 +104,10 @@ func (s *Server) ClientURL() string {
 
 // Close stops the server and waits for it to release its ports and data directory.
 func (s *Server) Close() {
-	s.logLevel.SetLevel(zap.FatalLevel)
-	s.etcd.Close()
+	s.closeOnce.Do(func() {
+		s.logLevel.SetLevel(zap.FatalLevel)
+		s.etcd.Close()
+	})
 }
 
 func freePort() (int, error) {

@@ -213,6 +213,11 @@ func (c *Cluster) StartNode(n *Node) error {
 	return nil
 }
 
+// StopNode stops a node's agent gracefully and waits for it (bounded).
+func (c *Cluster) StopNode(n *Node) error {
+	return n.Signal(syscall.SIGTERM, 90*time.Second)
+}
+
 // Running reports whether the agent process is alive.
 func (n *Node) Running() bool {
 	n.mu.Lock()
@@ -429,9 +434,7 @@ func (c *Cluster) Close() {
 		}(n)
 	}
 	wg.Wait()
-	if c.Etcd != nil {
-		c.Etcd.Close()
-	}
+	c.Etcd.Close()
 }
 
 // StoreValue reads one key under the cluster's prefix straight from etcd ("" when absent).

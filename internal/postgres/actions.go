@@ -46,11 +46,12 @@ func (c *Controller) WriteConfig(dynParams map[string]any, replica bool, up *Ups
 	base := filepath.Join(c.s.DataDir, pgconf.BaseConf)
 	if _, err := os.Stat(base); errors.Is(err, os.ErrNotExist) {
 		// First render after initdb or a clone: keep the distribution's file as the base layer.
-		if err := os.Rename(filepath.Join(c.s.DataDir, "postgresql.conf"), base); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return false, fmt.Errorf("while keeping initdb's postgresql.conf: %w", err)
+		err := os.Rename(filepath.Join(c.s.DataDir, "postgresql.conf"), base)
+		if errors.Is(err, os.ErrNotExist) {
+			_, err = pgconf.WriteIfChanged(base, []byte("# pgvigil renders postgresql.conf; this base layer was empty\n"), 0o600, c.run.owner)
 		}
-		if _, err := pgconf.WriteIfChanged(base, []byte("# placeholder: pgvigil renders postgresql.conf\n"), 0o600, c.run.owner); err != nil {
-			return false, err
+		if err != nil {
+			return false, fmt.Errorf("while keeping initdb's postgresql.conf: %w", err)
 		}
 	}
 	hba := c.s.PgHBA
@@ -219,8 +220,8 @@ IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %[3]s) THEN ALTER ROLE %[1]s W
 ELSE CREATE ROLE %[1]s WITH LOGIN %[4]s PASSWORD %[2]s; END IF; END$$`, id, pw, "'"+strings.ReplaceAll(cr.Username, "'", "''")+"'", attr)
 }
 
-// wipe empties the data directory but keeps it, with its owner and mode.
-func (c *Controller) wipe() error {
+// Wipe empties the data directory but keeps it, with its owner and mode.
+func (c *Controller) Wipe() error {
 	entries, err := os.ReadDir(c.s.DataDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("while listing %s: %w", c.s.DataDir, err)
@@ -236,14 +237,14 @@ func (c *Controller) wipe() error {
 // Clone copies the source member with pg_basebackup. A failed copy leaves an empty directory,
 // never a half-written one that could be mistaken for data.
 func (c *Controller) Clone(ctx context.Context, src Upstream) error {
-	if err := c.wipe(); err != nil {
+	if err := c.Wipe(); err != nil {
 		return err
 	}
 	conn := pgconf.Conninfo("host", src.Host, "port", strconv.Itoa(src.Port), "user", c.s.Replication.Username,
 		"passfile", c.s.PgPass, "application_name", c.s.Name, "connect_timeout", "3")
 	_, err := c.run.run(ctx, "pg_basebackup", "-D", c.s.DataDir, "-X", "stream", "-c", "fast", "-d", conn)
 	if err != nil {
-		_ = c.wipe()
+		_ = c.Wipe()
 		return fmt.Errorf("while cloning from %s: %w", src.Name, err)
 	}
 	// The copy carries the source's postgresql.conf; ours is rendered before the first start.

@@ -127,7 +127,7 @@ func (c *Controller) PostmasterPID() int {
 		return 0
 	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err == nil && !strings.HasPrefix(filepath.Base(exe), "postgres") {
+	if err == nil && filepath.Base(exe) != "postgres" {
 		return 0
 	}
 	return pid

@@ -288,8 +288,9 @@ func TestController(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(p1.DataDir(), "standby.signal")); err == nil {
 			t.Fatal("standby.signal written for a primary")
 		}
-		if _, err := os.Stat(filepath.Join(p1.DataDir(), pgconf.BaseConf)); err != nil {
-			t.Fatalf("%s missing: %v", pgconf.BaseConf, err)
+		// initdb's own file (locale, timezone, WAL sizes) is kept as the base layer.
+		if b, err := os.ReadFile(filepath.Join(p1.DataDir(), pgconf.BaseConf)); err != nil || !strings.Contains(string(b), "timezone") {
+			t.Fatalf("%s missing or not initdb's file: %v", pgconf.BaseConf, err)
 		}
 
 		if err := p1.Start(ctx, true); err != nil {
@@ -658,7 +659,7 @@ func TestController(t *testing.T) {
 
 	t.Run("start failure is reported with the log", func(t *testing.T) {
 		ctx := testCtx(t, 30*time.Second)
-		if _, err := p2.WriteConfig(map[string]any{"shared_buffers": "not-a-size"}, false, nil); err != nil {
+		if _, err := p2.WriteConfig(map[string]any{"max_wal_senders": "lots"}, false, nil); err != nil {
 			t.Fatal(err)
 		}
 		// Start does not wait; the loop learns of the failure through WaitReady or Observe.
@@ -672,7 +673,7 @@ func TestController(t *testing.T) {
 		if ctx.Err() != nil {
 			t.Fatalf("WaitReady only returned when its context ended: %v", err)
 		}
-		if !strings.Contains(err.Error(), "shared_buffers") {
+		if !strings.Contains(err.Error(), "max_wal_senders") {
 			t.Fatalf("WaitReady error lacks the log's reason: %v", err)
 		}
 		if st := p2.Observe(ctx); st.Running || st.Ready {

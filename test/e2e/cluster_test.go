@@ -158,6 +158,29 @@ func TestClusterLifecycle(t *testing.T) {
 		}
 	}
 
+	t.Run("PostgreSQL crash under a live agent restarts in place", func(t *testing.T) {
+		pm := p.PostmasterPID()
+		if pm == 0 {
+			t.Fatal("no postmaster pid")
+		}
+		if err := syscall.Kill(pm, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, p.Name+" to accept writes again", failoverTimeout, func() bool {
+			return p.PostmasterPID() != 0 && p.PostmasterPID() != pm && p.Exec(ctx, "INSERT INTO acked (id) VALUES (-2)") == nil
+		})
+		if q, err := c.Primary(ctx); err != nil || q != p {
+			t.Fatalf("primary after restart in place = %v (%v), want %s", q, err, p.Name)
+		}
+		if b, _ := os.ReadFile(p.LogPath); !strings.Contains(string(b), "starting primary after failure") {
+			t.Fatal("no restart verdict in the log")
+		}
+		waitFor(t, "replicas streaming again", bootTimeout, func() bool { return c.Streaming(ctx) })
+	})
+	if t.Failed() {
+		return
+	}
+
 	t.Run("crash of the primary fails over without losing replicated writes", func(t *testing.T) {
 		w := startWriter(t, p, 1)
 		waitFor(t, "some writes", 30*time.Second, func() bool { w.mu.Lock(); defer w.mu.Unlock(); return len(w.acked) >= 50 })

@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestStoreLossFencesPrimary: when etcd goes away, the primary cannot renew its key and must stop
+// accepting writes before the key could expire (safety rule 1), while replicas keep serving reads.
+func TestStoreLossFencesPrimary(t *testing.T) {
+	ctx := context.Background()
+	c := startCluster(t, 2)
+	waitFor(t, "all members streaming", bootTimeout, func() bool { return c.Streaming(ctx) })
+	p, err := c.Primary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Exec(ctx, "CREATE TABLE fence (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	c.Etcd.Close()
+	lost := time.Now()
+	waitFor(t, p.Name+" to stop accepting writes", time.Minute, func() bool {
+		return p.Exec(ctx, "INSERT INTO fence VALUES (1)") != nil
+	})
+	t.Logf("primary fenced %.1fs after the store went away (ttl 6)", time.Since(lost).Seconds())
+	if b, _ := os.ReadFile(p.LogPath); !strings.Contains(string(b), "demoting self because the leader lock could not be renewed") {
+		t.Fatal("no demotion verdict in the primary's log")
+	}
+	for _, n := range c.Nodes {
+		if n == p {
+			continue
+		}
+		if err := n.Exec(ctx, "INSERT INTO fence VALUES (2)"); err == nil {
+			t.Fatalf("%s accepted a write without a store", n.Name)
+		}
+		if _, err := n.QueryInt(ctx, "SELECT count(*) FROM fence"); err != nil {
+			t.Fatalf("replica %s stopped serving reads: %v", n.Name, err)
+		}
+	}
+}
+
+// TestStoreUnreachableAtStart: a node whose store is down keeps retrying with a log line per
+// attempt instead of exiting.
+func TestStoreUnreachableAtStart(t *testing.T) {
+	c := startCluster(t, 1)
+	c.Etcd.Close()
+	n := c.Nodes[0]
+	if err := c.StopNode(n); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartNode(n); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "repeated store warnings", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(n.LogPath)
+		return strings.Count(string(b), "cannot read the store") >= 3
+	})
+	if !n.Running() {
+		t.Fatal("agent exited while the store was unreachable")
+	}
+}
