@@ -139,7 +139,9 @@ func (a *Agent) loopWait() time.Duration {
 // should be decided on at once (leader key won, demoted) instead of after loop_wait.
 func (a *Agent) cycle(ctx context.Context) bool {
 	start := time.Now()
-	view, err := a.o.Store.Get(ctx)
+	sctx, cancel := a.storeCtx(ctx)
+	view, err := a.o.Store.Get(sctx)
+	cancel()
 	if err != nil {
 		a.log.Warn("cannot read the store", "err", err)
 		view = nil
@@ -157,7 +159,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	// A key that already names us (agent restarted) must be moved onto our lease before we
 	// trust it; until then its deadline is unknown and fencing would demote a healthy primary.
 	if held && lastRenewed.IsZero() {
-		a.renew(ctx, start)
+		a.renew(ctx, time.Now())
 	}
 
 	local := a.o.PG.Observe(ctx)
@@ -174,7 +176,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 		local.WasPrimary = false // pg_rewind said "no rewind required" and left the control file as it was
 	}
 	obs := ha.Observation{
-		Now:     start,
+		Now:     time.Now(), // after observing: a slow store or server must not make the lease look younger
 		Self:    ha.Self{Name: a.o.Name, Tags: a.o.Tags},
 		Cluster: view,
 		Lease:   ha.LeaseState{Held: a.held, LastRenewed: a.lastRenewed},
@@ -194,7 +196,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	a.log.Info(d.Verdict, "member", a.o.Name, "role", roleOf(local, obs.Lease.Held), "timeline", local.Timeline,
 		"lsn", postgres.FormatLSN(local.Position), "lease", obs.Lease.Held, "took", time.Since(start).Round(time.Millisecond))
 
-	again := a.execute(ctx, d, view, local, start)
+	again := a.execute(ctx, d, view, local)
 	a.noticeRole(local)
 	if view != nil {
 		a.publish(ctx, view, local)
@@ -247,9 +249,28 @@ func roleOf(s postgres.Status, held bool) string {
 	return cluster.RoleReplica
 }
 
+// storeCtx bounds a store call. While this member holds the leader key no call may run past the
+// moment it has to step down (last renewal + loop_wait + retry_timeout): a store that hangs
+// instead of failing must not keep the loop from fencing PostgreSQL in time.
+func (a *Agent) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	a.mu.Lock()
+	held, last, budget := a.held, a.lastRenewed, a.dyn.LoopDuration()+a.dyn.RetryDuration()
+	a.mu.Unlock()
+	if !held || last.IsZero() {
+		return context.WithCancel(ctx)
+	}
+	deadline := last.Add(budget)
+	if floor := time.Now().Add(100 * time.Millisecond); deadline.Before(floor) {
+		deadline = floor // still let a quick call through: it may be the renewal that saves us
+	}
+	return context.WithDeadline(ctx, deadline)
+}
+
 // renew refreshes the leader key. The renewal time is taken before the request is sent, so the
 // deadline we compute is never later than the one the store enforces.
 func (a *Agent) renew(ctx context.Context, sent time.Time) {
+	ctx, cancel := a.storeCtx(ctx)
+	defer cancel()
 	err := a.o.Store.RenewLeader(ctx)
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -17,7 +17,7 @@ import (
 
 // execute runs the decision's actions in order. Short actions run inline; the first long one
 // starts in the background and ends the list. It reports whether to decide again at once.
-func (a *Agent) execute(ctx context.Context, d ha.Decision, view *cluster.View, local postgres.Status, start time.Time) bool {
+func (a *Agent) execute(ctx context.Context, d ha.Decision, view *cluster.View, local postgres.Status) bool {
 	again := false
 	renewed := false
 	for _, act := range d.Actions {
@@ -28,13 +28,14 @@ func (a *Agent) execute(ctx context.Context, d ha.Decision, view *cluster.View, 
 		var err error
 		switch act.Kind {
 		case ha.RenewLeader:
-			a.renew(ctx, start)
+			a.renew(ctx, time.Now())
 			renewed = true
 		case ha.AcquireLeader:
+			sent := time.Now()
 			err = a.o.Store.AcquireLeader(ctx)
 			if err == nil {
 				a.mu.Lock()
-				a.held, a.lastRenewed = true, start
+				a.held, a.lastRenewed = true, sent
 				a.mu.Unlock()
 				a.log.Info("acquired the leader key", "member", a.o.Name)
 				again = true

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -21,14 +22,21 @@ func TestStoreLossFencesPrimary(t *testing.T) {
 	if err := p.Exec(ctx, "CREATE TABLE fence (id int)"); err != nil {
 		t.Fatal(err)
 	}
-	c.Etcd.Close()
 	lost := time.Now()
+	c.Etcd.Close()
 	waitFor(t, p.Name+" to stop accepting writes", time.Minute, func() bool {
 		return p.Exec(ctx, "INSERT INTO fence VALUES (1)") != nil
 	})
-	t.Logf("primary fenced %.1fs after the store went away (ttl 6)", time.Since(lost).Seconds())
-	if b, _ := os.ReadFile(p.LogPath); !strings.Contains(string(b), "demoting self because the leader lock could not be renewed") {
+	t.Logf("primary fenced %.1fs after the store went away", time.Since(lost).Seconds())
+	// Safety, not speed: the agent must step down before the key it can no longer renew could
+	// expire and be taken by another member (ttl 6 s here, fence budget loop_wait+retry_timeout = 3 s).
+	b, _ := os.ReadFile(p.LogPath)
+	m := regexp.MustCompile(`demoting self because the leader lock could not be renewed for ([0-9.]+s)`).FindSubmatch(b)
+	if m == nil {
 		t.Fatal("no demotion verdict in the primary's log")
+	}
+	if d, err := time.ParseDuration(string(m[1])); err != nil || d >= 6*time.Second {
+		t.Fatalf("demoted %s after the last renewal, not before the 6 s ttl could run out", m[1])
 	}
 	for _, n := range c.Nodes {
 		if n == p {

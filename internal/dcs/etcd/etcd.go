@@ -392,6 +392,11 @@ func (s *Store) AcquireLeader(ctx context.Context) error {
 	if !resp.Succeeded {
 		return dcs.ErrExists
 	}
+	// The lease's countdown started at its last keepalive, possibly up to a loop ago; restart it
+	// now so that the key lives at least ttl from the moment the caller sent this request.
+	if _, err := s.keepAlive(ctx, cli); err != nil {
+		return err
+	}
 	return nil
 }
 
