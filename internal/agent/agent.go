@@ -193,7 +193,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	}
 
 	d := ha.Decide(obs)
-	a.log.Info(d.Verdict, "member", a.o.Name, "role", roleOf(local, obs.Lease.Held), "timeline", local.Timeline,
+	a.log.Info(d.Verdict, "member", a.o.Name, "role", Role(local), "timeline", local.Timeline,
 		"lsn", postgres.FormatLSN(local.Position), "lease", obs.Lease.Held, "took", time.Since(start).Round(time.Millisecond))
 
 	again := a.execute(ctx, d, view, local)
@@ -235,18 +235,35 @@ func (a *Agent) noticeRole(local postgres.Status) {
 	}
 }
 
-func roleOf(s postgres.Status, held bool) string {
+// Role is the role Patroni would report for a server in this state.
+func Role(s postgres.Status) string {
 	switch {
 	case s.DataDir == ha.DataEmpty:
 		return cluster.RoleUninitialized
 	case s.Ready && !s.InRecovery:
 		return cluster.RolePrimary
-	case s.Running:
-		return cluster.RoleReplica
-	case s.WasPrimary:
+	case !s.Running && s.WasPrimary:
 		return cluster.RoleDemoted
 	}
 	return cluster.RoleReplica
+}
+
+// State is Patroni's state string for a server in this state, while busy (a long action's kind,
+// or "") and while the agent is stopping.
+func State(s postgres.Status, busy string, stopping bool) string {
+	switch {
+	case stopping:
+		return cluster.StateStopping
+	case busy == string(ha.Bootstrap):
+		return cluster.StateInitializing
+	case busy == string(ha.Clone) || busy == string(ha.Reinit):
+		return cluster.StateCreating
+	case s.Ready:
+		return cluster.StateRunning
+	case s.Running:
+		return cluster.StateStarting
+	}
+	return cluster.StateStopped
 }
 
 // storeCtx bounds a store call. While this member holds the leader key no call may run past the
@@ -310,22 +327,14 @@ func (a *Agent) publish(ctx context.Context, view *cluster.View, local postgres.
 	a.mu.Lock()
 	held, busy, stopping := a.held, a.busy, a.stopping
 	a.mu.Unlock()
+	busyKind := ""
+	if busy != nil {
+		busyKind = string(busy.Kind)
+	}
 	m := cluster.Member{
 		ConnURL: a.o.ConnURL, APIURL: a.o.APIURL, Version: a.o.Version, Tags: a.o.Tags,
-		Role: roleOf(local, held), State: cluster.StateStopped, Timeline: local.Timeline,
+		Role: Role(local), State: State(local, busyKind, stopping), Timeline: local.Timeline,
 		PendingRestart: local.PendingRestart,
-	}
-	switch {
-	case stopping:
-		m.State = cluster.StateStopping
-	case busy != nil && busy.Kind == ha.Bootstrap:
-		m.State = cluster.StateInitializing
-	case busy != nil && (busy.Kind == ha.Clone || busy.Kind == ha.Reinit):
-		m.State = cluster.StateCreating
-	case local.Ready:
-		m.State = cluster.StateRunning
-	case local.Running:
-		m.State = cluster.StateStarting
 	}
 	if m.State == cluster.StateRunning || m.State == cluster.StateStarting {
 		m.XLogLocation = lsnPtr(local.Position)

@@ -54,7 +54,7 @@ func (a *Agent) execute(ctx context.Context, d ha.Decision, view *cluster.View, 
 				a.cancelLong()
 			}
 			if err = a.o.PG.Stop(ctx, act.Mode); err == nil && local.Running {
-				a.cb.fire(OnStop, roleOf(local, false))
+				a.cb.fire(OnStop, Role(local))
 			}
 			a.setFollowing("")
 			again = true

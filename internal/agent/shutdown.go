@@ -29,7 +29,7 @@ func (a *Agent) shutdown() {
 	if err := a.o.PG.Stop(ctx, ha.ModeFast); err != nil {
 		a.log.Error("cannot stop PostgreSQL", "err", err)
 	} else if local.Running {
-		a.cb.fire(OnStop, roleOf(local, held))
+		a.cb.fire(OnStop, Role(local))
 	}
 	if held {
 		a.handOver(ctx, view)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/pgvigil/pgvigil/internal/agent"
 	"github.com/pgvigil/pgvigil/internal/cluster"
-	"github.com/pgvigil/pgvigil/internal/ha"
 	"github.com/pgvigil/pgvigil/internal/postgres"
 )
 
@@ -66,8 +65,8 @@ func (s *Server) status(r *http.Request) (map[string]any, agent.Snapshot, postgr
 	defer cancel()
 	live := s.src.Live(ctx)
 	out := map[string]any{
-		"state":   stateOf(live, snap),
-		"role":    roleOf(live, snap),
+		"state":   agent.State(live, snap.Busy, false),
+		"role":    agent.Role(live),
 		"patroni": map[string]any{"version": s.version, "scope": s.scope, "name": s.name},
 	}
 	if !snap.LastStoreOK.IsZero() {
@@ -105,32 +104,6 @@ func (s *Server) status(r *http.Request) (map[string]any, agent.Snapshot, postgr
 		}
 	}
 	return out, snap, live
-}
-
-func stateOf(live postgres.Status, snap agent.Snapshot) string {
-	switch {
-	case snap.Busy == string(ha.Bootstrap):
-		return cluster.StateInitializing
-	case snap.Busy == string(ha.Clone) || snap.Busy == string(ha.Reinit):
-		return cluster.StateCreating
-	case live.Ready:
-		return cluster.StateRunning
-	case live.Running:
-		return cluster.StateStarting
-	}
-	return cluster.StateStopped
-}
-
-func roleOf(live postgres.Status, snap agent.Snapshot) string {
-	switch {
-	case live.DataDir == ha.DataEmpty:
-		return cluster.RoleUninitialized
-	case live.Ready && !live.InRecovery:
-		return cluster.RolePrimary
-	case !live.Running && live.WasPrimary:
-		return cluster.RoleDemoted
-	}
-	return cluster.RoleReplica
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
