@@ -54,22 +54,23 @@ type Agent struct {
 	wake chan struct{}
 	cb   *callbacks
 
-	mu          sync.Mutex // guards the fields below; the loop and long actions share them
-	held        bool
-	lastRenewed time.Time
-	busy        *ha.Action
-	cancelBusy  context.CancelFunc
-	rewindFail  bool
-	rewound     bool
-	following   string
-	downSince   time.Time
-	dyn         cluster.DynamicConfig
-	snap        Snapshot
-	lastMember  string
-	lastOptime  int64
-	stopping    bool
-	lastStoreOK time.Time
-	lastRole    string
+	mu           sync.Mutex // guards the fields below; the loop and long actions share them
+	held         bool
+	lastRenewed  time.Time
+	busy         *ha.Action
+	cancelBusy   context.CancelFunc
+	rewindFail   bool
+	rewound      bool
+	following    string
+	downSince    time.Time
+	notStreaming time.Time
+	dyn          cluster.DynamicConfig
+	snap         Snapshot
+	lastMember   string
+	lastOptime   int64
+	stopping     bool
+	lastStoreOK  time.Time
+	lastRole     string
 }
 
 // New builds an agent; nothing runs until Run.
@@ -183,6 +184,14 @@ func (a *Agent) cycle(ctx context.Context) bool {
 		Config:  a.dyn,
 		Busy:    a.busy,
 	}
+	if local.Ready && local.InRecovery && local.ReplicationState != "streaming" {
+		if a.notStreaming.IsZero() {
+			a.notStreaming = start
+		}
+	} else {
+		a.notStreaming = time.Time{}
+	}
+	local.NotStreamingSince = a.notStreaming
 	local.Following = a.following
 	local.DownSince = a.downSince
 	local.RewindFailed = a.rewindFail

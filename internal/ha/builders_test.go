@@ -140,6 +140,10 @@ func (p pg) wasPrimary() pg           { p.WasPrimary, p.ControlPrimary = true, t
 func (p pg) markerOnly() pg           { p.WasPrimary = true; return p }
 func (p pg) following(name string) pg { p.Following = name; return p }
 func (p pg) rewindFailed() pg         { p.RewindFailed = true; return p }
+func (p pg) notStreamingFor(d time.Duration) pg {
+	p.NotStreamingSince = t0.Add(-d)
+	return p
+}
 func (p pg) downFor(d time.Duration) pg {
 	p.DownSince = t0.Add(-d)
 	return p
@@ -196,8 +200,9 @@ func primaryMember(name string) mb { m := running(name); m.Role = cluster.RolePr
 // downMember is a member whose PostgreSQL is stopped.
 func downMember(name string) mb { m := running(name); m.State = cluster.StateStopped; return m }
 
-func (m mb) cloneFrom() mb  { m.Tags.CloneFrom = true; return m }
-func (m mb) noFailover() mb { m.Tags.NoFailover = true; return m }
+func (m mb) cloneFrom() mb      { m.Tags.CloneFrom = true; return m }
+func (m mb) timeline(tl int) mb { m.Timeline = tl; return m }
+func (m mb) noFailover() mb     { m.Tags.NoFailover = true; return m }
 
 // --- peers answering GET /patroni ---
 

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/pgvigil/pgvigil/internal/cluster"
 )
@@ -288,6 +289,13 @@ func follower(o Observation) Decision {
 		// Rule 4: data that ran read-write may hold WAL the new leader never saw.
 		return act(fmt.Sprintf("former primary must be rewound before following %s: stopping", ldr),
 			Action{Kind: Stop, Mode: ModeFast})
+	}
+	lm, _ := o.Cluster.LeaderMember()
+	if stuck := o.Local.NotStreamingSince; o.Local.Following == ldr && !stuck.IsZero() &&
+		o.Now.Sub(stuck) >= o.Config.TTLDuration() && lm.State == cluster.StateRunning &&
+		lm.Timeline > o.Local.Timeline && o.Local.Timeline > 0 && o.Config.PostgreSQL.UsePgRewind {
+		return act(fmt.Sprintf("replica has not streamed from %s for %s and is behind its timeline %d: rewinding",
+			ldr, o.Now.Sub(stuck).Round(time.Second), lm.Timeline), Action{Kind: Rewind, Target: ldr})
 	}
 	if o.Local.Following != ldr {
 		return act(fmt.Sprintf("following new leader %s", ldr), Action{Kind: Follow, Target: ldr})

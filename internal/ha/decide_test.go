@@ -455,6 +455,27 @@ func decideCases() []decideCase {
 			verdict: "no action: I am (node1), a secondary, and following a leader (node2)",
 		},
 		{
+			name: "replica stuck behind the leader's newer timeline for a ttl: rewind",
+			obs: observe(self("node1")).local(runningReplica(100).following("node2").notStreamingFor(10 * s)).
+				view(view().leader("node2").member(primaryMember("node2").timeline(2), running("node1"))).build(),
+			want:    acts(doTo(Rewind, "node2")),
+			verdict: "replica has not streamed from node2 for 10s and is behind its timeline 2: rewinding",
+		},
+		{
+			name: "replica not streaming for less than a ttl: wait",
+			obs: observe(self("node1")).local(runningReplica(100).following("node2").notStreamingFor(9 * s)).
+				view(view().leader("node2").member(primaryMember("node2").timeline(2), running("node1"))).build(),
+			want:    none(),
+			verdict: "no action: I am (node1), a secondary",
+		},
+		{
+			name: "replica not streaming on the leader's timeline: not a divergence, wait",
+			obs: observe(self("node1")).local(runningReplica(100).following("node2").notStreamingFor(time.Minute)).
+				view(view().leader("node2").member(primaryMember("node2").timeline(1), running("node1"))).build(),
+			want:    none(),
+			verdict: "no action: I am (node1), a secondary",
+		},
+		{
 			name: "follower: leader without member key yet",
 			obs: observe(self("node1")).local(runningReplica(100).following("node3")).
 				view(view().leader("node2").member(running("node1"))).build(),

@@ -78,6 +78,9 @@ func randomPG(r *rand.Rand) PGState {
 	if r.IntN(2) == 0 {
 		p.DownSince = t0.Add(-time.Duration(r.IntN(60)) * time.Second)
 	}
+	if r.IntN(2) == 0 {
+		p.NotStreamingSince = t0.Add(-time.Duration(r.IntN(30)) * time.Second)
+	}
 	for _, n := range propNames {
 		if r.IntN(2) == 0 {
 			p.Slots = append(p.Slots, SlotName(n))

@@ -79,9 +79,13 @@ type PGState struct {
 	// starting it without standby.signal continues its timeline; otherwise a start as primary
 	// would skip the timeline switch that tells other members the history forked.
 	ControlPrimary bool
-	Standby        bool      // standby.signal is present: a starting server comes up in recovery
-	Following      string    // member the rendered primary_conninfo points at ("" = none)
-	DownSince      time.Time // first cycle PostgreSQL was seen down while we held the leader key
+	Standby        bool   // standby.signal is present: a starting server comes up in recovery
+	Following      string // member the rendered primary_conninfo points at ("" = none)
+	// NotStreamingSince is when a running replica was first seen without a WAL receiver
+	// streaming (zero while it streams): a replica that stays so while its leader runs a newer
+	// timeline holds WAL the leader never had and cannot follow without a rewind.
+	NotStreamingSince time.Time
+	DownSince         time.Time // first cycle PostgreSQL was seen down while we held the leader key
 	// RewindFailed remembers a failed pg_rewind of this data directory (reset by a reinit).
 	RewindFailed bool
 	Slots        []string // physical replication slots present (primary only)
