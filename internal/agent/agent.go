@@ -32,6 +32,16 @@ type Options struct {
 	PeerTimeout time.Duration
 	// Callbacks maps on_start, on_stop, on_reload, on_role_change to scripts.
 	Callbacks map[string]string
+	// Hooks let instrumentation watch the loop; nil functions are skipped.
+	Hooks Hooks
+}
+
+// Hooks are called from the loop; they must return quickly.
+type Hooks struct {
+	// CycleDone is called after every HA cycle with its duration and verdict.
+	CycleDone func(took time.Duration, verdict string)
+	// Promoted is called after this member promoted; planned is true for a switchover.
+	Promoted func(planned bool)
 }
 
 // Snapshot is what the REST API shows: the last cycle's picture.
@@ -44,6 +54,9 @@ type Snapshot struct {
 	Config      cluster.DynamicConfig
 	Busy        string
 	LastStoreOK time.Time
+	// LastRenewed is when the leader key was last renewed (zero when not held); the lease has
+	// at least ttl from then.
+	LastRenewed time.Time
 }
 
 // Agent is one member's HA loop. Create with New, run with Run.
@@ -206,6 +219,9 @@ func (a *Agent) cycle(ctx context.Context) bool {
 		"lsn", postgres.FormatLSN(local.Position), "lease", obs.Lease.Held, "took", time.Since(start).Round(time.Millisecond))
 
 	again := a.execute(ctx, d, view, local)
+	if a.o.Hooks.CycleDone != nil {
+		a.o.Hooks.CycleDone(time.Since(start), d.Verdict)
+	}
 	a.noticeRole(local)
 	if view != nil {
 		a.publish(ctx, view, local)
@@ -214,6 +230,9 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	}
 	a.mu.Lock()
 	a.snap = Snapshot{At: start, View: view, Local: local, Held: a.held, Verdict: d.Verdict, Config: a.dyn}
+	if a.held {
+		a.snap.LastRenewed = a.lastRenewed
+	}
 	if a.busy != nil {
 		a.snap.Busy = string(a.busy.Kind)
 	}

@@ -232,6 +232,9 @@ func (a *Agent) promote(ctx context.Context, view *cluster.View) error {
 	if err := a.o.PG.Promote(ctx); err != nil {
 		return err
 	}
+	if a.o.Hooks.Promoted != nil {
+		a.o.Hooks.Promoted(false)
+	}
 	a.setFollowing("")
 	a.Wake()
 	st := a.o.PG.Observe(ctx)

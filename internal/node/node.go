@@ -56,7 +56,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("restapi.listen: %w", err)
 	}
-	srv := api.New(a, cfg.Name, cfg.Scope, version.Version, cfg.Tags, log)
+	srv := api.New(api.Options{Source: a, Name: cfg.Name, Scope: cfg.Scope, Version: version.Version, Tags: cfg.Tags, Logger: log})
 	go func() {
 		if err := srv.Serve(ln); err != nil {
 			log.Error("REST API stopped", "err", err)
