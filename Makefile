@@ -7,7 +7,7 @@ LDFLAGS  := -X github.com/pgvigil/pgvigil/internal/version.Version=$(VERSION) -X
 # Packages with no I/O: run under the race detector.
 PURE     := ./internal/ha/... ./internal/pgconf/... ./internal/cluster/... ./internal/config/...
 
-.PHONY: all deps build demo test test-unit test-e2e vet bench bench-failover clean
+.PHONY: all deps build demo test test-unit test-e2e vet bench bench-failover bench-api clean
 
 all: build
 
@@ -36,6 +36,9 @@ bench: bench-failover
 
 bench-failover: deps build
 	$(BIN) bench failover --runs 3
+
+bench-api: deps build
+	$(BIN) bench api --requests 2000
 
 clean:
 	rm -rf bin

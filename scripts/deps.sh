@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make demo` and `make test` need and the machine lacks: PostgreSQL server binaries
-# (Debian/Ubuntu packages). etcd needs nothing: pgvigil embeds etcd's own server for demo and tests.
+# and HAProxy (Debian/Ubuntu packages; HAProxy is used by test/e2e/haproxy_test.go). etcd needs
+# nothing: pgvigil embeds etcd's own server for demo and tests.
 set -euo pipefail
 
 have_pg() {
@@ -31,6 +32,18 @@ if ! have_pg; then
       [ "$status" = online ] && $sudo pg_ctlcluster "$ver" "$name" stop || true
     done
   fi
+fi
+
+if ! command -v haproxy >/dev/null 2>&1; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "HAProxy (2.2 or newer) is missing and apt-get is not available; install it and re-run." >&2
+    exit 1
+  fi
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "Installing HAProxy with apt-get …"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y haproxy
 fi
 
 # PostgreSQL refuses to run as root; the agent then runs it as this OS user.

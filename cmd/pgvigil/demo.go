@@ -64,5 +64,29 @@ func benchCmd() *cobra.Command {
 	failover.Flags().StringVar(&o.Dir, "dir", "", "working directory (default: a new temporary directory)")
 	failover.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "give up on a step after this long")
 	cmd.AddCommand(failover)
+
+	ao := bench.APIOptions{}
+	apiCmd := &cobra.Command{
+		Use:   "api",
+		Short: "Time sequential REST API GETs (/patroni, /cluster, /primary) on the leader of a local 3-node cluster",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			ao.Binary, ao.Out = exe, cmd.OutOrStdout()
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			if ao.Requests < 1 {
+				return fmt.Errorf("--requests: must be at least 1")
+			}
+			return bench.API(ctx, ao)
+		},
+	}
+	apiCmd.Flags().IntVar(&ao.Requests, "requests", 2000, "sequential GETs per endpoint, each on a new connection")
+	apiCmd.Flags().StringVar(&ao.Dir, "dir", "", "working directory (default: a new temporary directory)")
+	apiCmd.Flags().DurationVar(&ao.Timeout, "timeout", 2*time.Minute, "give up if the cluster is not streaming after this long")
+	cmd.AddCommand(apiCmd)
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,6 +85,9 @@ type Agent struct {
 	stopping     bool
 	lastStoreOK  time.Time
 	lastRole     string
+	req          *request // an operator's pending restart or reinitialization
+	waitStart    bool     // its caller waits for the start, not the end
+	forceReload  bool     // POST /reload: reload even if the rendered files did not change
 }
 
 // New builds an agent; nothing runs until Run.
@@ -196,6 +200,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 		Lease:   ha.LeaseState{Held: a.held, LastRenewed: a.lastRenewed},
 		Config:  a.dyn,
 		Busy:    a.busy,
+		Request: a.dueRequest(start),
 	}
 	if local.Ready && local.InRecovery && local.ReplicationState != "streaming" {
 		if a.notStreaming.IsZero() {
@@ -218,6 +223,9 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	a.log.Info(d.Verdict, "member", a.o.Name, "role", Role(local), "timeline", local.Timeline,
 		"lsn", postgres.FormatLSN(local.Position), "lease", obs.Lease.Held, "took", time.Since(start).Round(time.Millisecond))
 
+	if obs.Request != nil && obs.Busy == nil && !d.Has(obs.Request.Kind) && strings.HasPrefix(d.Verdict, "refusing") {
+		a.refuseRequest(errors.New(d.Verdict))
+	}
 	again := a.execute(ctx, d, view, local)
 	if a.o.Hooks.CycleDone != nil {
 		a.o.Hooks.CycleDone(time.Since(start), d.Verdict)

@@ -66,6 +66,8 @@ func (a *Agent) execute(ctx context.Context, d ha.Decision, view *cluster.View, 
 			a.setFollowing(act.Target)
 		case ha.SyncSlots:
 			err = a.o.PG.SyncSlots(ctx, act.Slots)
+		case ha.ClearFailover:
+			err = a.o.Store.SetFailover(ctx, cluster.Failover{})
 		}
 		if err != nil {
 			a.log.Error("action failed", "action", string(act.Kind), "member", a.o.Name, "err", err)
@@ -113,6 +115,11 @@ func (a *Agent) applyConfig(ctx context.Context, view *cluster.View, local postg
 		a.log.Error("cannot write the PostgreSQL configuration", "err", err)
 		return
 	}
+	a.mu.Lock()
+	if a.forceReload {
+		changed, a.forceReload = true, false
+	}
+	a.mu.Unlock()
 	if changed {
 		if err := a.o.PG.Reload(ctx); err != nil {
 			a.log.Error("cannot reload PostgreSQL", "err", err)
@@ -166,6 +173,7 @@ func (a *Agent) startLong(ctx context.Context, act ha.Action, view *cluster.View
 	actx, cancel := context.WithCancel(ctx)
 	a.mu.Lock()
 	a.busy, a.cancelBusy = &act, cancel
+	waiters := a.takeRequest(act.Kind)
 	a.mu.Unlock()
 	go func() {
 		defer cancel()
@@ -174,6 +182,9 @@ func (a *Agent) startLong(ctx context.Context, act ha.Action, view *cluster.View
 		a.mu.Lock()
 		a.busy, a.cancelBusy = nil, nil
 		a.mu.Unlock()
+		for _, w := range waiters {
+			w <- err
+		}
 		if err != nil {
 			a.log.Error("action failed", "action", string(act.Kind), "member", a.o.Name, "err", err, "took", time.Since(t0).Round(time.Millisecond))
 		} else {
@@ -222,6 +233,10 @@ func (a *Agent) runLong(ctx context.Context, act ha.Action, view *cluster.View) 
 		return err
 	case ha.Promote:
 		return a.promote(ctx, view)
+	case ha.Switchover:
+		return a.switchover(ctx, view, act.Target)
+	case ha.Restart:
+		return a.restart(ctx, view)
 	}
 	return fmt.Errorf("unknown long action %s", act.Kind)
 }
@@ -233,7 +248,7 @@ func (a *Agent) promote(ctx context.Context, view *cluster.View) error {
 		return err
 	}
 	if a.o.Hooks.Promoted != nil {
-		a.o.Hooks.Promoted(false)
+		a.o.Hooks.Promoted(view != nil && view.Failover != nil)
 	}
 	a.setFollowing("")
 	a.Wake()
@@ -253,6 +268,42 @@ func (a *Agent) promote(ctx context.Context, view *cluster.View) error {
 		}
 	}
 	return a.o.PG.Checkpoint(ctx)
+}
+
+// switchover is the planned hand-over (safety rule 5): PostgreSQL stops cleanly, which ships the
+// shutdown checkpoint to the replicas, the candidate confirms it received it, and only then is the
+// leader key released for the candidate (the failover key tells the others not to race).
+func (a *Agent) switchover(ctx context.Context, view *cluster.View, target string) error {
+	if err := a.o.PG.Stop(ctx, ha.ModeFast); err != nil {
+		return err
+	}
+	a.setFollowing("")
+	a.handOver(ctx, view, target)
+	if err := a.o.Store.ReleaseLeader(ctx); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.held = false
+	a.mu.Unlock()
+	return nil
+}
+
+// restart stops PostgreSQL and starts it again in the role it had, then waits for it.
+func (a *Agent) restart(ctx context.Context, view *cluster.View) error {
+	local := a.o.PG.Observe(ctx)
+	primary := local.Ready && !local.InRecovery
+	a.mu.Lock()
+	following := a.following
+	a.mu.Unlock()
+	if err := a.o.PG.Stop(ctx, ha.ModeFast); err != nil {
+		return err
+	}
+	if err := a.start(ctx, view, primary, following); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return a.o.PG.WaitReady(wctx)
 }
 
 // bootstrap initialises a new cluster if this member wins the initialize key. The leader key is

@@ -32,7 +32,7 @@ func (a *Agent) shutdown() {
 		a.cb.fire(OnStop, Role(local))
 	}
 	if held {
-		a.handOver(ctx, view)
+		a.handOver(ctx, view, "")
 		if err := a.o.Store.ReleaseLeader(ctx); err != nil {
 			a.log.Error("cannot release the leader key", "err", err)
 		} else {
@@ -46,10 +46,10 @@ func (a *Agent) shutdown() {
 	a.log.Info("stopped", "member", a.o.Name)
 }
 
-// handOver waits, bounded by retry_timeout, until an eligible replica reports having received
-// the shutdown checkpoint. If none does, the key is released anyway: the replicas then race
-// and the lag rule decides, exactly as after a crash.
-func (a *Agent) handOver(ctx context.Context, view *cluster.View) {
+// handOver waits, bounded by retry_timeout, until the target (or, with none, any eligible replica)
+// reports having received the shutdown checkpoint. If none does, the key is released anyway: the
+// replicas then race and the lag rule decides, exactly as after a crash.
+func (a *Agent) handOver(ctx context.Context, view *cluster.View, target string) {
 	cd, err := a.o.PG.Controldata(ctx)
 	if err != nil || view == nil {
 		return
@@ -62,7 +62,7 @@ func (a *Agent) handOver(ctx context.Context, view *cluster.View) {
 	client := &http.Client{Timeout: a.o.PeerTimeout}
 	for time.Now().Before(deadline) {
 		for _, m := range view.Members {
-			if m.Name == a.o.Name || m.Tags.NoFailover {
+			if m.Name == a.o.Name || m.Tags.NoFailover || (target != "" && m.Name != target) {
 				continue
 			}
 			st, err := fetchStatus(ctx, client, m.APIURL)

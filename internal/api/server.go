@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pgvigil/pgvigil/internal/agent"
 	"github.com/pgvigil/pgvigil/internal/cluster"
+	"github.com/pgvigil/pgvigil/internal/dcs"
 	"github.com/pgvigil/pgvigil/internal/postgres"
 )
 
@@ -36,6 +38,25 @@ type Options struct {
 	LiveTTL time.Duration
 	// Metrics serves GET /metrics when set.
 	Metrics http.Handler
+
+	// Access control of the unsafe methods (all but GET, HEAD, OPTIONS); see security.go.
+	// Auth requires these Basic credentials (restapi.authentication).
+	Auth *BasicAuth
+	// Allowlist admits only clients inside these prefixes (restapi.allowlist, see
+	// ResolveAllowlist); AllowlistIncludeMembers also admits the hosts of the members' api_url.
+	// With neither, every client is admitted.
+	Allowlist               []netip.Prefix
+	AllowlistIncludeMembers bool
+	// ClientCertRequired refuses unsafe requests that did not present a verified client
+	// certificate (verify_client optional or required; the listener must verify them).
+	ClientCertRequired bool
+	// MaxBodyBytes bounds request bodies (413 beyond it); default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Store and Operator carry out the mutating endpoints; without them those answer 503.
+	Store    dcs.Store
+	Operator Operator
+	// Validate checks a dynamic configuration before PATCH/PUT /config writes it.
+	Validate Validate
 }
 
 // Server is the REST API of one member.
@@ -54,7 +75,7 @@ func New(o Options) *Server {
 		o.LiveTTL = 50 * time.Millisecond
 	}
 	s := &Server{o: o}
-	s.http = &http.Server{Handler: http.HandlerFunc(s.route), ReadHeaderTimeout: 5 * time.Second,
+	s.http = &http.Server{Handler: s.guard(http.HandlerFunc(s.route)), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 	return s
 }
@@ -103,6 +124,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		}
 	case http.MethodHead, http.MethodOptions:
 		s.handleHealth(w, r)
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		s.handleOperation(w, r, seg)
 	default:
 		textError(w, http.StatusNotImplemented, "Unsupported method ('"+r.Method+"')")
 	}

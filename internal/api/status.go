@@ -75,6 +75,13 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 		if v.Config.Pause {
 			out["pause"] = true
 		}
+		if f := v.Failover; f != nil && f.ScheduledAt != nil {
+			sw := map[string]any{"at": f.ScheduledAt.Format("2006-01-02T15:04:05.000000-07:00"), "from": f.Leader}
+			if f.Member != "" {
+				sw["to"] = f.Member
+			}
+			out["scheduled_switchover"] = sw
+		}
 	}
 	out["members"] = members
 	writeJSON(w, http.StatusOK, out)

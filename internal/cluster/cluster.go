@@ -202,8 +202,13 @@ type View struct {
 	Members    []Member // sorted by name
 	Config     DynamicConfig
 	HasConfig  bool
-	History    []HistoryEntry
-	Status     Status
+	// ConfigRaw is the config key as stored (it may hold settings DynamicConfig does not model)
+	// and ConfigRevision its mod revision, for compare-and-swap edits.
+	ConfigRaw      []byte
+	ConfigRevision int64
+	History        []HistoryEntry
+	Status         Status
+	Failover       *Failover // nil when the key is absent or {}
 }
 
 // Member returns the named member, if present.
@@ -284,4 +289,20 @@ func ParseConnURL(s string) (string, int) {
 		}
 	}
 	return u.Hostname(), port
+}
+
+// Failover is the failover key: a planned switchover (Leader set) or a manual failover to Member.
+// Patroni resets it to {} once the request is carried out or rejected; Empty reports that.
+type Failover struct {
+	Leader      string     `json:"leader,omitempty"`
+	Member      string     `json:"member,omitempty"`
+	ScheduledAt *time.Time `json:"scheduled_at,omitempty"`
+}
+
+// Empty reports a cleared (or absent) request.
+func (f *Failover) Empty() bool { return f == nil || (f.Leader == "" && f.Member == "") }
+
+// Due reports whether the request may be carried out at now.
+func (f *Failover) Due(now time.Time) bool {
+	return !f.Empty() && (f.ScheduledAt == nil || !now.Before(*f.ScheduledAt))
 }

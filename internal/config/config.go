@@ -26,6 +26,38 @@ type Config struct {
 type RestAPI struct {
 	Listen         string `yaml:"listen"`          // host:port, required
 	ConnectAddress string `yaml:"connect_address"` // host:port, default = listen
+
+	// Auth, when its username is set, requires HTTP Basic credentials on the unsafe methods
+	// (POST, PUT, PATCH, DELETE).
+	Auth Credentials `yaml:"authentication"`
+	// CertFile turns on TLS. KeyFile may be left out when CertFile also holds the private key,
+	// as Patroni allows. Paths are made absolute by Load.
+	CertFile string `yaml:"certfile"`
+	KeyFile  string `yaml:"keyfile"`
+	// KeyFilePassword is Patroni's key for encrypted private keys; pgvigil refuses it (Go's TLS
+	// stack has no support for encrypted PEM keys), so it is only ever empty in a valid Config.
+	KeyFilePassword string `yaml:"keyfile_password"`
+	// CAFile holds the CAs that client certificates are verified against.
+	CAFile string `yaml:"cafile"`
+	// VerifyClient is none (default), optional (a client certificate is verified if given and
+	// required on unsafe methods) or required (the TLS handshake refuses clients without one).
+	VerifyClient string `yaml:"verify_client"`
+	// Allowlist restricts the unsafe methods to these IPs, CIDR networks and host names
+	// (resolved when the node starts).
+	Allowlist []string `yaml:"allowlist"`
+	// AllowlistIncludeMembers also admits the hosts of the cluster members' api_url.
+	AllowlistIncludeMembers bool `yaml:"allowlist_include_members"`
+}
+
+// TLS reports whether the REST API serves HTTPS.
+func (r *RestAPI) TLS() bool { return r.CertFile != "" }
+
+// TLSKeyFile is the file holding the private key: keyfile, else certfile (a combined PEM).
+func (r *RestAPI) TLSKeyFile() string {
+	if r.KeyFile != "" {
+		return r.KeyFile
+	}
+	return r.CertFile
 }
 
 // Etcd is the etcd3 section.
@@ -135,9 +167,13 @@ func (c *Config) ConnectHostPort() (string, int) {
 	return h, p
 }
 
-// APIURL is the member's api_url as Patroni publishes it.
+// APIURL is the member's api_url as Patroni publishes it: https when restapi.certfile is set.
 func (c *Config) APIURL() string {
-	return "http://" + c.RestAPI.ConnectAddress + "/patroni"
+	scheme := "http://"
+	if c.RestAPI.TLS() {
+		scheme = "https://"
+	}
+	return scheme + c.RestAPI.ConnectAddress + "/patroni"
 }
 
 // ConnURL is the member's conn_url as Patroni publishes it.

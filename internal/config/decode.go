@@ -203,6 +203,34 @@ func (d *decoder) hostList(n *yaml.Node, path string) []string {
 	return nil
 }
 
+// addrList is hostList for entries without ports (restapi.allowlist).
+func (d *decoder) addrList(n *yaml.Node, path string) []string {
+	n = deref(n)
+	if isNull(n) {
+		return nil
+	}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return splitHosts(n.Value)
+	case yaml.SequenceNode:
+		out := []string{}
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			if it := deref(item); it.Kind != yaml.ScalarNode || isNull(it) {
+				d.fail(p, "must be an IP address, a CIDR network or a host name, got %s", describe(it))
+				out = append(out, "") // keeps later indexes right; its check is silenced as bad
+				continue
+			}
+			var s string
+			d.str(item, p, &s)
+			out = append(out, strings.TrimSpace(s))
+		}
+		return out
+	}
+	d.fail(path, "must be a list of IP addresses, CIDR networks and host names, got %s", describe(n))
+	return nil
+}
+
 func splitHosts(s string) []string {
 	s = strings.TrimSpace(s)
 	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
@@ -247,6 +275,33 @@ func (d *decoder) config(root *yaml.Node, c *Config) {
 					d.str(v, p, &c.RestAPI.Listen)
 				case "connect_address":
 					d.str(v, p, &c.RestAPI.ConnectAddress)
+				case "authentication":
+					d.each(v, p, func(k, p string, v *yaml.Node) bool {
+						switch k {
+						case "username":
+							d.str(v, p, &c.RestAPI.Auth.Username)
+						case "password":
+							d.str(v, p, &c.RestAPI.Auth.Password)
+						default:
+							return false
+						}
+						return true
+					})
+				case "certfile":
+					d.str(v, p, &c.RestAPI.CertFile)
+				case "keyfile":
+					d.str(v, p, &c.RestAPI.KeyFile)
+				case "keyfile_password":
+					d.str(v, p, &c.RestAPI.KeyFilePassword)
+				case "cafile":
+					d.str(v, p, &c.RestAPI.CAFile)
+				case "verify_client":
+					d.str(v, p, &c.RestAPI.VerifyClient)
+				case "allowlist":
+					// A list, or Patroni's env form: a comma-separated string, optionally in [].
+					c.RestAPI.Allowlist = d.addrList(v, p)
+				case "allowlist_include_members":
+					d.boolean(v, p, &c.RestAPI.AllowlistIncludeMembers)
 				default:
 					return false
 				}

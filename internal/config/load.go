@@ -70,6 +70,7 @@ func Parse(data []byte, env []string, logger *slog.Logger) (*Config, error) {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, c.CheckRestAPIFiles()...)
 	if dir, ver, err := FindBinaries(c.Postgres.BinDir); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -189,6 +190,11 @@ func applyEnv(root *yaml.Node, env map[string]string, log *slog.Logger) {
 	set("NAME", "name")
 	set("RESTAPI_LISTEN", "restapi", "listen")
 	set("RESTAPI_CONNECT_ADDRESS", "restapi", "connect_address")
+	set("RESTAPI_USERNAME", "restapi", "authentication", "username")
+	set("RESTAPI_PASSWORD", "restapi", "authentication", "password")
+	for _, f := range []string{"CERTFILE", "KEYFILE", "KEYFILE_PASSWORD", "CAFILE", "VERIFY_CLIENT", "ALLOWLIST", "ALLOWLIST_INCLUDE_MEMBERS"} {
+		set("RESTAPI_"+f, "restapi", strings.ToLower(f))
+	}
 
 	// Override whichever etcd section the file uses, etcd3 unless it only has the alias.
 	sect := "etcd3"

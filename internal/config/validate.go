@@ -51,6 +51,7 @@ func (c *Config) applyDefaults() {
 	} else if h, p, err := splitAddr(c.RestAPI.ConnectAddress); err == nil {
 		c.RestAPI.ConnectAddress = net.JoinHostPort(h, strconv.Itoa(p))
 	}
+	c.RestAPI.restAPIDefaults()
 	if c.Postgres.ConnectAddress == "" {
 		if hosts, p, err := parseListen(c.Postgres.Listen); err == nil && !isWildcard(hosts[0]) {
 			c.Postgres.ConnectAddress = net.JoinHostPort(hosts[0], strconv.Itoa(p))
@@ -152,6 +153,7 @@ func (c *Config) problems() []*FieldError {
 		add("restapi.listen", "%v", err)
 	}
 	checkConnect(add, "restapi.connect_address", c.RestAPI.ConnectAddress, "restapi.listen", c.RestAPI.Listen)
+	c.RestAPI.restAPIProblems(add)
 
 	if len(c.Etcd.Hosts) == 0 {
 		add("etcd3.hosts", "required (host:port of at least one etcd member)")

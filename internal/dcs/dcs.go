@@ -18,6 +18,8 @@ var (
 	ErrExists = errors.New("key already exists")
 	// ErrUnavailable wraps any failure to reach the store within the retry timeout.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrConflict: a compare-and-swap found the key changed since it was read.
+	ErrConflict = errors.New("key changed since it was read")
 )
 
 // Store is what a node agent needs from the store. One Store belongs to one member and owns
@@ -61,15 +63,21 @@ type Store interface {
 	// DeleteInitialize removes the initialize key after a failed bootstrap so another may try.
 	DeleteInitialize(ctx context.Context) error
 
-	// SetConfig writes the config key only if absent (bootstrap.dcs).
+	// InitConfig writes the config key only if absent (bootstrap.dcs).
 	InitConfig(ctx context.Context, c cluster.DynamicConfig) error
+	// PutConfig writes the config key as given. With rev >= 0 it is a compare-and-swap on the
+	// key's mod revision read earlier (0: the key must be absent) and returns ErrConflict when
+	// someone else wrote in between; with rev < 0 it writes unconditionally.
+	PutConfig(ctx context.Context, raw []byte, rev int64) error
+	// SetFailover writes the failover key; an empty request is written as {} (Patroni's "done").
+	SetFailover(ctx context.Context, f cluster.Failover) error
 	// SetHistory replaces the history key.
 	SetHistory(ctx context.Context, h []cluster.HistoryEntry) error
 	// SetStatus writes the status key (leader optime).
 	SetStatus(ctx context.Context, s cluster.Status) error
 
 	// Watch sends on the returned channel (capacity 1, never blocking the store) whenever the
-	// leader key changes or is deleted, until ctx ends.
+	// leader or failover key changes or is deleted, until ctx ends.
 	Watch(ctx context.Context) <-chan struct{}
 
 	// Close releases the client; it does not revoke the lease.

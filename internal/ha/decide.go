@@ -27,6 +27,12 @@ func Decide(o Observation) Decision {
 	if d, ok := identity(o); ok {
 		return d
 	}
+	if d, ok := requested(o); ok {
+		return d
+	}
+	if o.Config.Pause {
+		return paused(o)
+	}
 	if !o.Local.Running {
 		return stopped(o)
 	}
@@ -207,6 +213,9 @@ func leader(o Observation) Decision {
 	if o.Local.InRecovery {
 		return act("promoting self: holding the leader lock", Action{Kind: RenewLeader}, Action{Kind: Promote})
 	}
+	if d, ok := switchover(o); ok {
+		return d
+	}
 	actions := []Action{{Kind: RenewLeader}}
 	if o.Config.PostgreSQL.UseSlots {
 		want := memberSlots(o)
@@ -249,6 +258,17 @@ func SlotName(member string) string {
 func race(o Observation) Decision {
 	if !eligible(o.Self.Tags) {
 		return act("no action: leader lock is free but this member is tagged nofailover")
+	}
+	if f := o.Cluster.Failover; f.Due(o.Now) && f.Member != "" {
+		if f.Member == o.Self.Name {
+			// The operator chose this member: no comparison with peers, the leader already
+			// waited for it to receive everything (switchover) or the operator accepted the risk.
+			return act(fmt.Sprintf("racing for the leader lock: %s requested to %s",
+				requestKind(f), o.Self.Name), Action{Kind: AcquireLeader})
+		}
+		if m, ok := o.Cluster.Member(f.Member); ok && m.State == cluster.StateRunning && eligible(m.Tags) {
+			return act(fmt.Sprintf("not racing for the leader lock: %s to %s requested", requestKind(f), f.Member))
+		}
 	}
 	if lag := o.Cluster.Status.Optime - o.Local.Position; o.Cluster.Status.Optime > 0 && lag > o.Config.MaximumLagOnFailover {
 		return act(fmt.Sprintf("not racing for the leader lock: %d bytes behind the last leader position, more than maximum_lag_on_failover (%d)",
@@ -301,4 +321,95 @@ func follower(o Observation) Decision {
 		return act(fmt.Sprintf("following new leader %s", ldr), Action{Kind: Follow, Target: ldr})
 	}
 	return act(fmt.Sprintf("no action: I am (%s), a secondary, and following a leader (%s)", o.Self.Name, ldr))
+}
+
+func requestKind(f *cluster.Failover) string {
+	if f.Leader != "" {
+		return "switchover"
+	}
+	return "failover"
+}
+
+// switchover carries out a due request on the leader that holds the key (safety rule 5): stop
+// cleanly, let the candidate receive the shutdown checkpoint, then release the key. A request
+// that cannot be carried out is cleared, which the waiting REST call reports as a failure.
+func switchover(o Observation) (Decision, bool) {
+	f := o.Cluster.Failover
+	if !f.Due(o.Now) {
+		return Decision{}, false
+	}
+	if f.Member == o.Self.Name || (f.Leader != "" && f.Leader != o.Self.Name) {
+		// Carried out (we are the requested member) or meant for a leader that is gone.
+		return act(fmt.Sprintf("no action: I am (%s), the leader with the lock; clearing the %s request",
+			o.Self.Name, requestKind(f)), Action{Kind: RenewLeader}, Action{Kind: ClearFailover}), true
+	}
+	if f.Member != "" {
+		m, ok := o.Cluster.Member(f.Member)
+		if !ok || m.State != cluster.StateRunning || m.Role != cluster.RoleReplica || !eligible(m.Tags) {
+			return act(fmt.Sprintf("rejecting the %s to %s: it is not a running replica eligible for promotion",
+				requestKind(f), f.Member), Action{Kind: RenewLeader}, Action{Kind: ClearFailover}), true
+		}
+	} else if !healthyReplicaExists(o) {
+		return act("rejecting the switchover: no running replica is eligible for promotion",
+			Action{Kind: RenewLeader}, Action{Kind: ClearFailover}), true
+	}
+	target := f.Member
+	if target == "" {
+		target = "the healthiest replica"
+	}
+	return act(fmt.Sprintf("switching over to %s: stopping PostgreSQL cleanly before handing over the leader lock", target),
+		Action{Kind: RenewLeader}, Action{Kind: Switchover, Target: f.Member}), true
+}
+
+// requested carries out an operator's request to this member.
+func requested(o Observation) (Decision, bool) {
+	r := o.Request
+	if r == nil {
+		return Decision{}, false
+	}
+	switch r.Kind {
+	case Restart:
+		if !o.Local.Running {
+			return Decision{}, false // nothing to restart; the normal path starts it
+		}
+		d := act("restarting PostgreSQL on request", Action{Kind: Restart})
+		if o.Lease.Held {
+			d.Actions = append([]Action{{Kind: RenewLeader}}, d.Actions...)
+		}
+		return d, true
+	case Reinit:
+		if o.Lease.Held {
+			return act("refusing to reinitialize: I am the leader"), true
+		}
+		src, ok := cloneSource(o)
+		if !ok {
+			return act("cannot reinitialize yet: no running member to clone from"), true
+		}
+		return act(fmt.Sprintf("reinitializing on request: removing the data directory and cloning from %s", src),
+			Action{Kind: Reinit, Target: src}), true
+	}
+	return Decision{}, false
+}
+
+// paused is maintenance mode: pgvigil keeps the leader key and the configuration, but starts,
+// promotes and fails over nothing on its own. Fencing (above) still applies.
+func paused(o Observation) Decision {
+	l := o.Local
+	switch {
+	case o.Lease.Held:
+		if !l.Running || l.InRecovery {
+			return act("PAUSE: holding the leader lock; PostgreSQL is not running as primary and is left alone",
+				Action{Kind: RenewLeader})
+		}
+		return act(fmt.Sprintf("PAUSE: no action: I am (%s), the leader with the lock", o.Self.Name), Action{Kind: RenewLeader})
+	case !l.Running:
+		return act("PAUSE: PostgreSQL is not running and is left alone")
+	case o.Cluster.Leader == nil:
+		return act("PAUSE: no action: leader lock is free, automatic failover is disabled")
+	}
+	ldr := o.Cluster.Leader.Name
+	if l.Ready && l.InRecovery && l.Following != ldr && !l.WasPrimary {
+		return act(fmt.Sprintf("PAUSE: following new leader %s", ldr), Action{Kind: Follow, Target: ldr})
+	}
+	return act(fmt.Sprintf("PAUSE: no action: I am (%s), a secondary, and following a leader (%s)", o.Self.Name, ldr))
 }

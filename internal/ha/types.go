@@ -28,6 +28,9 @@ const (
 	Rewind        Kind = "rewind"         // pg_rewind against Target, then start as its replica
 	Reinit        Kind = "reinit"         // wipe the data directory and clone from Target
 	SyncSlots     Kind = "sync_slots"     // leader duty: physical slots exactly for Slots
+	Switchover    Kind = "switchover"     // leader: stop cleanly, let Target (or any replica) receive everything, release the key
+	ClearFailover Kind = "clear_failover" // write {} to the failover key: the request is done or rejected
+	Restart       Kind = "restart"        // operator request: stop fast and start again in the same role
 )
 
 // Stop modes, as pg_ctl names them.
@@ -47,7 +50,7 @@ type Action struct {
 // Long reports whether the action runs asynchronously.
 func (a Action) Long() bool {
 	switch a.Kind {
-	case Bootstrap, Clone, Rewind, Reinit, Promote:
+	case Bootstrap, Clone, Rewind, Reinit, Promote, Switchover, Restart:
 		return true
 	}
 	return false
@@ -123,6 +126,8 @@ type Observation struct {
 	Peers   []Peer
 	Config  cluster.DynamicConfig
 	Busy    *Action
+	// Request is an operator's request to this member (REST /restart, /reinitialize) that is due.
+	Request *Action
 }
 
 // Decision is the outcome of one cycle.

@@ -4,6 +4,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"github.com/pgvigil/pgvigil/internal/api"
 	"github.com/pgvigil/pgvigil/internal/config"
 	"github.com/pgvigil/pgvigil/internal/dcs/etcd"
+	"github.com/pgvigil/pgvigil/internal/metrics"
 	"github.com/pgvigil/pgvigil/internal/postgres"
 	"github.com/pgvigil/pgvigil/internal/version"
 )
@@ -46,17 +48,46 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 
+	// The collector's hooks go into the agent, which then becomes the collector's source.
+	mc := metrics.New(metrics.Options{Scope: cfg.Scope, Name: cfg.Name, Version: version.Version})
+	instrumented := mc.InstrumentStore(store)
 	a := agent.New(agent.Options{
 		Name: cfg.Name, Scope: cfg.Scope, Tags: cfg.Tags, ConnURL: cfg.ConnURL(), APIURL: cfg.APIURL(),
-		Version: version.Version, Bootstrap: dyn, Store: store, PG: pg, Logger: log,
-		Callbacks: cfg.Postgres.Callbacks,
+		Version: version.Version, Bootstrap: dyn, Store: instrumented, PG: pg, Logger: log,
+		Callbacks: cfg.Postgres.Callbacks, Hooks: mc.Hooks(),
 	})
+	mc.SetSource(a)
+
+	// REST API access control: Basic auth and the allowlist guard the unsafe methods; TLS, with
+	// verify_client, wraps the listener.
+	var restAuth *api.BasicAuth
+	if u := cfg.RestAPI.Auth; u.Username != "" {
+		restAuth = &api.BasicAuth{Username: u.Username, Password: u.Password}
+	}
+	restAllow, err := api.ResolveAllowlist(ctx, cfg.RestAPI.Allowlist)
+	if err != nil {
+		return err
+	}
+	var restTLS *tls.Config
+	if cfg.RestAPI.TLS() {
+		restTLS, err = api.TLSConfig(cfg.RestAPI.CertFile, cfg.RestAPI.KeyFile, cfg.RestAPI.CAFile, cfg.RestAPI.VerifyClient)
+		if err != nil {
+			return err
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.RestAPI.Listen)
 	if err != nil {
 		return fmt.Errorf("restapi.listen: %w", err)
 	}
-	srv := api.New(api.Options{Source: a, Name: cfg.Name, Scope: cfg.Scope, Version: version.Version, Tags: cfg.Tags, Logger: log})
+	if restTLS != nil {
+		ln = tls.NewListener(ln, restTLS)
+	}
+	srv := api.New(api.Options{
+		Auth: restAuth, Allowlist: restAllow, AllowlistIncludeMembers: cfg.RestAPI.AllowlistIncludeMembers,
+		ClientCertRequired: restTLS != nil && cfg.RestAPI.VerifyClient != config.VerifyClientNone,
+		Source: a, Name: cfg.Name, Scope: cfg.Scope, Version: version.Version, Tags: cfg.Tags, Logger: log,
+		Metrics: mc.Handler(), Store: instrumented, Operator: a, Validate: config.ValidateDynamic})
 	go func() {
 		if err := srv.Serve(ln); err != nil {
 			log.Error("REST API stopped", "err", err)

@@ -120,6 +120,17 @@ func (c *Controller) Start(ctx context.Context, primary bool) error {
 	if _, err := c.run.run(ctx, "pg_ctl", "start", "-D", c.s.DataDir, "-l", c.LogFile(), "-W"); err != nil {
 		return fmt.Errorf("while starting PostgreSQL: %w", err)
 	}
+	// pg_ctl -W returns before the postmaster has written postmaster.pid. Until it has, the
+	// server looks stopped, and a decision taken then (rewind, another start) would act under a
+	// running server; so return only once it is visible, or has already died.
+	deadline := time.Now().Add(10 * time.Second)
+	for c.PostmasterPID() == 0 {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			b, _ := os.ReadFile(c.LogFile())
+			return fmt.Errorf("PostgreSQL did not start; %s ends with: %s", c.LogFile(), tail(string(b), 600))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return nil
 }
 
@@ -256,6 +267,9 @@ func (c *Controller) Clone(ctx context.Context, src Upstream) error {
 func (c *Controller) Rewind(ctx context.Context, src Upstream) error {
 	if err := c.Stop(ctx, "fast"); err != nil {
 		return err
+	}
+	if pid := c.PostmasterPID(); pid != 0 {
+		return fmt.Errorf("while rewinding: postmaster %d is still running", pid)
 	}
 	conn := pgconf.Conninfo("host", src.Host, "port", strconv.Itoa(src.Port), "user", c.s.Rewind.Username,
 		"passfile", c.s.PgPass, "dbname", "postgres", "connect_timeout", "3")

@@ -130,6 +130,11 @@ func (c *Controller) PostmasterPID() int {
 	if err == nil && filepath.Base(exe) != "postgres" {
 		return 0
 	}
+	// The PID may have been reused by another member's postmaster on the same host.
+	if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil &&
+		!strings.Contains(string(cmd), c.s.DataDir) {
+		return 0
+	}
 	return pid
 }
 

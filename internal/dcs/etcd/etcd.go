@@ -229,6 +229,16 @@ func (s *Store) Get(ctx context.Context) (*cluster.View, error) {
 			v.Initialize = &sysid
 		case k == dcs.KeyConfig:
 			v.Config, v.HasConfig = s.parseConfig(kv.Value)
+			v.ConfigRaw, v.ConfigRevision = kv.Value, kv.ModRevision
+		case k == dcs.KeyFailover:
+			var f cluster.Failover
+			if err := json.Unmarshal(kv.Value, &f); err != nil {
+				s.log.Warn("skipping malformed failover key", "key", string(kv.Key), "err", err)
+				continue
+			}
+			if !f.Empty() {
+				v.Failover = &f
+			}
 		case k == dcs.KeyHistory:
 			var h []cluster.HistoryEntry
 			if err := json.Unmarshal(kv.Value, &h); err != nil {
@@ -553,6 +563,43 @@ func (s *Store) InitConfig(ctx context.Context, c cluster.DynamicConfig) error {
 	return nil
 }
 
+// PutConfig writes the config key, compare-and-swap on its mod revision unless rev < 0.
+func (s *Store) PutConfig(ctx context.Context, raw []byte, rev int64) error {
+	ctx, cancel, cli, err := s.begin(ctx, "writing the config key")
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	key := s.key(dcs.KeyConfig)
+	if rev < 0 {
+		if _, err := cli.Put(ctx, key, string(raw)); err != nil {
+			return unavailable("writing the config key", err)
+		}
+		return nil
+	}
+	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, string(raw))).Commit()
+	if err != nil {
+		return unavailable("writing the config key", err)
+	}
+	if !resp.Succeeded {
+		return dcs.ErrConflict
+	}
+	return nil
+}
+
+// SetFailover writes the failover key; a request with neither leader nor member becomes {}.
+func (s *Store) SetFailover(ctx context.Context, f cluster.Failover) error {
+	val := []byte("{}")
+	if !f.Empty() {
+		var err error
+		if val, err = json.Marshal(f); err != nil {
+			return fmt.Errorf("while encoding the failover key: %w", err)
+		}
+	}
+	return s.put(ctx, "writing the failover key", dcs.KeyFailover, string(val))
+}
+
 // SetHistory replaces the history key.
 func (s *Store) SetHistory(ctx context.Context, h []cluster.HistoryEntry) error {
 	if h == nil {
@@ -628,7 +675,8 @@ func (s *Store) watchOnce(ctx context.Context, cli *clientv3.Client, from int64,
 	if from > 0 {
 		opts = append(opts, clientv3.WithRev(from))
 	}
-	for resp := range cli.Watch(wctx, s.leaderKey(), opts...) {
+	opts = append(opts, clientv3.WithPrefix())
+	for resp := range cli.Watch(wctx, s.prefix, opts...) {
 		if resp.CompactRevision > 0 {
 			// Changes since from were compacted away; something may have happened, so say so.
 			notify()
@@ -640,7 +688,16 @@ func (s *Store) watchOnce(ctx context.Context, cli *clientv3.Client, from int64,
 			}
 			return from
 		}
-		if resp.Created || len(resp.Events) > 0 {
+		// Member keys change every loop on every node; only the keys that call for a
+		// decision wake the loop.
+		wake := resp.Created
+		for _, ev := range resp.Events {
+			switch strings.TrimPrefix(string(ev.Kv.Key), s.prefix) {
+			case dcs.KeyLeader, dcs.KeyFailover:
+				wake = true
+			}
+		}
+		if wake {
 			notify()
 		}
 		if resp.Header.Revision > 0 {
