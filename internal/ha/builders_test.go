@@ -60,7 +60,8 @@ func (b *obsBuilder) leaseHeld(at time.Time) *obsBuilder {
 	b.o.Lease = LeaseState{Held: true, LastRenewed: at}
 	return b
 }
-func (b *obsBuilder) busy(k Kind) *obsBuilder { b.o.Busy = &Action{Kind: k}; return b }
+func (b *obsBuilder) busy(k Kind) *obsBuilder    { b.o.Busy = &Action{Kind: k}; return b }
+func (b *obsBuilder) request(k Kind) *obsBuilder { b.o.Request = &Action{Kind: k}; return b }
 
 func (b *obsBuilder) peers(ps ...peerB) *obsBuilder {
 	for _, p := range ps {

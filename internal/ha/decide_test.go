@@ -16,7 +16,7 @@ type decideCase struct {
 }
 
 func TestDecide(t *testing.T) {
-	for _, tc := range decideCases() {
+	for _, tc := range append(decideCases(), operationCases()...) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := Decide(tc.obs)
 			if got, want := shape(d.Actions), shape(tc.want); got != want {

@@ -22,10 +22,22 @@ func randomObservation(r *rand.Rand) Observation {
 		Local:  randomPG(r),
 		Config: randomConfig(r),
 	}
+	o.Config.Pause = r.IntN(6) == 0
 	if r.IntN(6) != 0 {
 		v := randomView(r)
 		v.Config, v.HasConfig = o.Config, true
+		if r.IntN(4) == 0 {
+			at := t0.Add(time.Duration(r.IntN(3)-1) * time.Minute)
+			v.Failover = &cluster.Failover{Leader: pick(r, append([]string{""}, propNames...)),
+				Member: pick(r, append([]string{""}, propNames...))}
+			if r.IntN(3) == 0 {
+				v.Failover.ScheduledAt = &at
+			}
+		}
 		o.Cluster = &v
+	}
+	if r.IntN(8) == 0 {
+		o.Request = &Action{Kind: pick(r, []Kind{Restart, Reinit})}
 	}
 	if r.IntN(2) == 0 {
 		o.Lease.Held = true
@@ -44,7 +56,7 @@ func randomObservation(r *rand.Rand) Observation {
 		}
 	}
 	if r.IntN(3) == 0 {
-		kinds := []Kind{Bootstrap, Clone, Rewind, Reinit, Promote, StartPrimary, StartReplica}
+		kinds := []Kind{Bootstrap, Clone, Rewind, Reinit, Promote, StartPrimary, StartReplica, Switchover, Restart}
 		o.Busy = &Action{Kind: pick(r, kinds)}
 	}
 	return o
@@ -199,7 +211,7 @@ func TestDecideProperties(t *testing.T) {
 
 	// The generator must reach every action, or the properties prove less than they seem to.
 	for _, k := range []Kind{Bootstrap, Clone, StartPrimary, StartReplica, Follow, AcquireLeader, RenewLeader,
-		ReleaseLeader, Promote, Demote, Stop, Rewind, Reinit, SyncSlots} {
+		ReleaseLeader, Promote, Demote, Stop, Rewind, Reinit, SyncSlots, Switchover, ClearFailover, Restart} {
 		if kinds[k] == 0 {
 			t.Errorf("no random observation produced %s", k)
 		}
