@@ -14,6 +14,7 @@ import (
 
 // node is what a health check looks at.
 type node struct {
+	name string
 	snap agent.Snapshot
 	live postgres.Status
 	tags cluster.Tags
@@ -28,9 +29,8 @@ func (n node) replica() bool {
 	return n.live.Ready && n.live.InRecovery && !n.snap.Held && !n.tags.NoLoadBalance
 }
 
-// syncStandby: listed in the sync key. Synchronous replication is not implemented yet, so no
-// member is ever a synchronous standby and every replica is asynchronous.
-func (n node) syncStandby() bool { return false }
+// syncStandby: listed in the sync key (the leader writes it while synchronous_mode is on).
+func (n node) syncStandby() bool { return n.snap.View.IsSyncStandby(n.name) }
 
 // check is a parsed health-check request.
 type check struct {
@@ -207,7 +207,7 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	snap, live := s.observe(r.Context())
-	n := node{snap: snap, live: live, tags: s.o.Tags, now: time.Now()}
+	n := node{name: s.o.Name, snap: snap, live: live, tags: s.o.Tags, now: time.Now()}
 	path := strings.Trim(r.URL.Path, "/")
 	// An unknown GET path answers 503 with the status document, as Patroni does.
 	ok := healthy(path, c, n)

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -209,6 +211,27 @@ type View struct {
 	History        []HistoryEntry
 	Status         Status
 	Failover       *Failover // nil when the key is absent or {}
+	Sync           *Sync     // nil when the key is absent
+}
+
+// Sync is the sync key: the synchronous standbys the leader has made PostgreSQL wait for.
+type Sync struct {
+	Leader      string `json:"leader"`
+	SyncStandby string `json:"sync_standby"` // comma-separated and sorted, as Patroni writes it
+	Quorum      int    `json:"quorum,omitempty"`
+}
+
+// Standbys lists the synchronous standbys.
+func (s *Sync) Standbys() []string {
+	if s == nil || s.SyncStandby == "" {
+		return nil
+	}
+	return strings.Split(s.SyncStandby, ",")
+}
+
+// IsSyncStandby reports whether name is a synchronous standby.
+func (v *View) IsSyncStandby(name string) bool {
+	return v != nil && slices.Contains(v.Sync.Standbys(), name)
 }
 
 // Member returns the named member, if present.

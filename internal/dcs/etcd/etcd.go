@@ -230,6 +230,20 @@ func (s *Store) Get(ctx context.Context) (*cluster.View, error) {
 		case k == dcs.KeyConfig:
 			v.Config, v.HasConfig = s.parseConfig(kv.Value)
 			v.ConfigRaw, v.ConfigRevision = kv.Value, kv.ModRevision
+		case k == dcs.KeySync:
+			var sy struct {
+				Leader      string  `json:"leader"`
+				SyncStandby *string `json:"sync_standby"`
+				Quorum      int     `json:"quorum"`
+			}
+			if err := json.Unmarshal(kv.Value, &sy); err != nil {
+				s.log.Warn("skipping malformed sync key", "key", string(kv.Key), "err", err)
+				continue
+			}
+			v.Sync = &cluster.Sync{Leader: sy.Leader, Quorum: sy.Quorum}
+			if sy.SyncStandby != nil {
+				v.Sync.SyncStandby = *sy.SyncStandby
+			}
 		case k == dcs.KeyFailover:
 			var f cluster.Failover
 			if err := json.Unmarshal(kv.Value, &f); err != nil {
