@@ -25,6 +25,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(versionCmd(), nodeCmd(), demoCmd(), benchCmd())
+	root.AddCommand(cliCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(1)

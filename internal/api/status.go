@@ -27,6 +27,9 @@ func (s *Server) status(snap agent.Snapshot, live postgres.Status) map[string]an
 	if snap.Config.Pause {
 		out["pause"] = true
 	}
+	if snap.Verdict != "" {
+		out["verdict"] = snap.Verdict // pgvigil's addition: the last HA cycle's decision
+	}
 	if tags, _ := json.Marshal(s.o.Tags); string(tags) != "{}" {
 		out["tags"] = json.RawMessage(tags)
 	}
