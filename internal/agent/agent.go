@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,8 +30,9 @@ type Options struct {
 	Store     dcs.Store
 	PG        *postgres.Controller
 	Logger    *slog.Logger
-	// PeerTimeout bounds each GET /patroni during a leader race.
-	PeerTimeout time.Duration
+	// PeerClient calls other members' REST APIs (leader race, hand-over); its Timeout bounds
+	// each call. Default: plain HTTP with a 1 s timeout.
+	PeerClient *http.Client
 	// Callbacks maps on_start, on_stop, on_reload, on_role_change to scripts.
 	Callbacks map[string]string
 	// Hooks let instrumentation watch the loop; nil functions are skipped.
@@ -92,8 +94,8 @@ type Agent struct {
 
 // New builds an agent; nothing runs until Run.
 func New(o Options) *Agent {
-	if o.PeerTimeout == 0 {
-		o.PeerTimeout = time.Second
+	if o.PeerClient == nil {
+		o.PeerClient = &http.Client{Timeout: time.Second}
 	}
 	return &Agent{o: o, log: o.Logger, wake: make(chan struct{}, 1), dyn: o.Bootstrap,
 		cb: &callbacks{scripts: o.Callbacks, scope: o.Scope, log: o.Logger}}

@@ -368,7 +368,7 @@ func (a *Agent) peers(ctx context.Context, view *cluster.View) []ha.Peer {
 	var wg sync.WaitGroup
 	out := make([]ha.Peer, 0, len(view.Members))
 	var mu sync.Mutex
-	client := &http.Client{Timeout: a.o.PeerTimeout}
+	client := a.o.PeerClient
 	for _, m := range view.Members {
 		if m.Name == a.o.Name || m.APIURL == "" {
 			continue

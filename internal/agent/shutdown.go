@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"net/http"
 	"time"
 
 	"github.com/pgvigil/pgvigil/internal/cluster"
@@ -59,7 +58,7 @@ func (a *Agent) handOver(ctx context.Context, view *cluster.View, target string)
 		return
 	}
 	deadline := time.Now().Add(a.dyn.RetryDuration())
-	client := &http.Client{Timeout: a.o.PeerTimeout}
+	client := a.o.PeerClient
 	for time.Now().Before(deadline) {
 		for _, m := range view.Members {
 			if m.Name == a.o.Name || m.Tags.NoFailover || (target != "" && m.Name != target) {

@@ -24,9 +24,9 @@ import (
 // that health checks, /cluster, /history and /config all have something to chew on.
 func fuzzSource() secSource {
 	xlog, recv, replay := int64(1<<40), int64(1<<40-100), int64(math.MaxInt64/2)
-	init := "7000000000000000001"
+	sysid := "7000000000000000001"
 	view := &cluster.View{
-		Revision: 42, Initialize: &init, Leader: &cluster.Leader{Name: "node2", Lease: 7, ModRevision: 40},
+		Revision: 42, Initialize: &sysid, Leader: &cluster.Leader{Name: "node2", Lease: 7, ModRevision: 40},
 		Members: []cluster.Member{
 			{Name: "node1", ConnURL: "postgres://10.0.0.1:5432/postgres", APIURL: "http://10.0.0.1:8008/patroni", State: "streaming",
 				Role: "replica", XLogLocation: &xlog, ReceiveLSN: &recv, ReplayLSN: &replay, ReplicationState: "streaming", Timeline: 3,
@@ -44,7 +44,7 @@ func fuzzSource() secSource {
 		snap: agent.Snapshot{At: time.Now(), View: view, Config: view.Config, LastStoreOK: time.Now()},
 		live: postgres.Status{
 			PGState: ha.PGState{DataDir: ha.DataValid, Running: true, Ready: true, InRecovery: true, Timeline: 3,
-				Position: 1 << 40, SysID: init},
+				Position: 1 << 40, SysID: sysid},
 			ReceiveLSN: 1<<40 - 100, ReplayLSN: 1<<40 - 200, ReplicationState: "streaming", StartTime: time.Now().Add(-time.Hour),
 			ServerVersion: 160004, ReplayedAt: time.Now(),
 		},

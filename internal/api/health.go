@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -82,6 +83,9 @@ func ParseBytes(s string) (int64, error) {
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("%q is not a size in bytes (e.g. 1048576, 16MB)", s)
 	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
 	return n * mult, nil
 }
 
@@ -91,7 +95,7 @@ func (c check) lagOK(n node) bool {
 	if c.lag < 0 || n.snap.View == nil {
 		return true
 	}
-	return n.snap.View.Status.Optime <= n.live.ReplayLSN+c.lag
+	return n.snap.View.Status.Optime-n.live.ReplayLSN <= c.lag
 }
 
 // tagsOK: every tag_<key>=<value> must match; built-in tags that are false count as absent.
@@ -195,7 +199,7 @@ func (c check) ready(n node) bool {
 	if c.mode == "write" {
 		pos = n.live.ReceiveLSN
 	}
-	return n.snap.View.Status.Optime <= pos+limit
+	return n.snap.View.Status.Optime-pos <= limit
 }
 
 // handleHealth answers the load-balancer and probe checks: the status code is the answer.

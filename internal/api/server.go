@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	"log"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -75,7 +76,7 @@ func New(o Options) *Server {
 		o.LiveTTL = 50 * time.Millisecond
 	}
 	s := &Server{o: o}
-	s.http = &http.Server{Handler: s.guard(http.HandlerFunc(s.route)), ReadHeaderTimeout: 5 * time.Second,
+	s.http = &http.Server{ErrorLog: errorLog(o.Logger), Handler: s.guard(http.HandlerFunc(s.route)), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 	return s
 }
@@ -160,4 +161,12 @@ func textError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(msg))
+}
+
+// errorLog sends net/http's own complaints (TLS handshakes, bad requests) to slog at debug.
+func errorLog(l *slog.Logger) *log.Logger {
+	if l == nil {
+		l = slog.Default()
+	}
+	return slog.NewLogLogger(l.Handler(), slog.LevelDebug)
 }

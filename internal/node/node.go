@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/pgvigil/pgvigil/internal/agent"
@@ -50,11 +51,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 
 	// The collector's hooks go into the agent, which then becomes the collector's source.
 	mc := metrics.New(metrics.Options{Scope: cfg.Scope, Name: cfg.Name, Version: version.Version})
+	// Peers' REST APIs are called during leader races and hand-overs: over https when this
+	// cluster's API uses TLS, with this member's certificate for verify_client.
+	peerClient := &http.Client{Timeout: time.Second}
+	if cfg.RestAPI.TLS() {
+		tc, err := api.ClientTLSConfig(cfg.RestAPI.CertFile, cfg.RestAPI.KeyFile, cfg.RestAPI.CAFile)
+		if err != nil {
+			return err
+		}
+		peerClient.Transport = &http.Transport{TLSClientConfig: tc}
+	}
 	instrumented := mc.InstrumentStore(store)
 	a := agent.New(agent.Options{
 		Name: cfg.Name, Scope: cfg.Scope, Tags: cfg.Tags, ConnURL: cfg.ConnURL(), APIURL: cfg.APIURL(),
 		Version: version.Version, Bootstrap: dyn, Store: instrumented, PG: pg, Logger: log,
-		Callbacks: cfg.Postgres.Callbacks, Hooks: mc.Hooks(),
+		Callbacks: cfg.Postgres.Callbacks, Hooks: mc.Hooks(), PeerClient: peerClient,
 	})
 	mc.SetSource(a)
 
@@ -84,8 +95,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		ln = tls.NewListener(ln, restTLS)
 	}
 	srv := api.New(api.Options{
-		Auth: restAuth, Allowlist: restAllow, AllowlistIncludeMembers: cfg.RestAPI.AllowlistIncludeMembers,
-		ClientCertRequired: restTLS != nil && cfg.RestAPI.VerifyClient != config.VerifyClientNone,
+		Auth: restAuth, ClientCertRequired: restTLS != nil && cfg.RestAPI.VerifyClient != config.VerifyClientNone,
+		Allowlist: restAllow, AllowlistIncludeMembers: cfg.RestAPI.AllowlistIncludeMembers,
 		Source: a, Name: cfg.Name, Scope: cfg.Scope, Version: version.Version, Tags: cfg.Tags, Logger: log,
 		Metrics: mc.Handler(), Store: instrumented, Operator: a, Validate: config.ValidateDynamic})
 	go func() {
