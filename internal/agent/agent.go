@@ -90,6 +90,7 @@ type Agent struct {
 	req          *request // an operator's pending restart or reinitialization
 	waitStart    bool     // its caller waits for the start, not the end
 	forceReload  bool     // POST /reload: reload even if the rendered files did not change
+	handedTo     string   // member that replayed our shutdown checkpoint in a switchover
 }
 
 // New builds an agent; nothing runs until Run.
@@ -185,7 +186,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	local := a.o.PG.Observe(ctx)
 	a.mu.Lock()
 	held = a.held
-	if held && !local.Running && local.DataDir == ha.DataValid {
+	if held && !local.Ready && local.DataDir == ha.DataValid {
 		if a.downSince.IsZero() {
 			a.downSince = start
 		}
@@ -194,6 +195,9 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	}
 	if a.rewound && !local.Running {
 		local.WasPrimary = false // pg_rewind said "no rewind required" and left the control file as it was
+	}
+	if a.handedTo != "" && !local.Running && view != nil && view.Leader != nil && view.Leader.Name == a.handedTo {
+		local.WasPrimary = false // see start: a confirmed hand-over needs no rewind
 	}
 	obs := ha.Observation{
 		Now:     time.Now(), // after observing: a slow store or server must not make the lease look younger
@@ -217,7 +221,9 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	local.RewindFailed = a.rewindFail
 	a.mu.Unlock()
 	obs.Local = local.PGState
-	if view != nil && view.Leader == nil && local.Ready && local.InRecovery && obs.Busy == nil {
+	// Peers are asked only in a race, and not when the operator named this member.
+	named := view != nil && view.Failover.Due(obs.Now) && view.Failover.Member == a.o.Name
+	if view != nil && view.Leader == nil && local.Ready && local.InRecovery && obs.Busy == nil && !named {
 		obs.Peers = a.peers(ctx, view)
 	}
 

@@ -31,7 +31,7 @@ func (a *Agent) shutdown() {
 		a.cb.fire(OnStop, Role(local))
 	}
 	if held {
-		a.handOver(ctx, view, "")
+		_ = a.handOver(ctx, view, "")
 		if err := a.o.Store.ReleaseLeader(ctx); err != nil {
 			a.log.Error("cannot release the leader key", "err", err)
 		} else {
@@ -48,14 +48,18 @@ func (a *Agent) shutdown() {
 // handOver waits, bounded by retry_timeout, until the target (or, with none, any eligible replica)
 // reports having received the shutdown checkpoint. If none does, the key is released anyway: the
 // replicas then race and the lag rule decides, exactly as after a crash.
-func (a *Agent) handOver(ctx context.Context, view *cluster.View, target string) {
+//
+// It returns the member that confirmed, having replayed the shutdown checkpoint record itself:
+// that member's new timeline forks after everything this data holds, so if it becomes the leader
+// this member can follow it without pg_rewind.
+func (a *Agent) handOver(ctx context.Context, view *cluster.View, target string) string {
 	cd, err := a.o.PG.Controldata(ctx)
 	if err != nil || view == nil {
-		return
+		return ""
 	}
 	ckpt, err := postgres.ParseLSN(cd["Latest checkpoint location"])
 	if err != nil {
-		return
+		return ""
 	}
 	deadline := time.Now().Add(a.dyn.RetryDuration())
 	client := a.o.PeerClient
@@ -65,14 +69,15 @@ func (a *Agent) handOver(ctx context.Context, view *cluster.View, target string)
 				continue
 			}
 			st, err := fetchStatus(ctx, client, m.APIURL)
-			if err == nil && max(st.XLog.Received, st.XLog.Replayed) > ckpt {
-				a.log.Info("replica received the shutdown checkpoint", "member", a.o.Name, "replica", m.Name,
+			if err == nil && st.XLog.Replayed > ckpt {
+				a.log.Info("replica replayed the shutdown checkpoint", "member", a.o.Name, "replica", m.Name,
 					"lsn", postgres.FormatLSN(ckpt))
-				return
+				return m.Name
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	a.log.Warn("no replica confirmed the shutdown checkpoint; releasing the leader key anyway",
 		"member", a.o.Name, "lsn", postgres.FormatLSN(ckpt))
+	return ""
 }

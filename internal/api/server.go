@@ -4,8 +4,8 @@ package api
 
 import (
 	"context"
-	"log"
 	"encoding/json"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"

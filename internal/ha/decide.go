@@ -37,7 +37,7 @@ func Decide(o Observation) Decision {
 		return stopped(o)
 	}
 	if !o.Local.Ready {
-		return Decision{Verdict: "no action: PostgreSQL is starting, waiting for it to accept connections"}
+		return starting(o)
 	}
 	switch {
 	case o.Lease.Held:
@@ -157,11 +157,9 @@ func cloneSource(o Observation) (string, bool) {
 func stopped(o Observation) Decision {
 	v, l := o.Cluster, o.Local
 	if o.Lease.Held {
-		timeout := o.Config.StartTimeout()
-		down := o.Now.Sub(l.DownSince)
-		if healthyReplicaExists(o) && (timeout == 0 || (!l.DownSince.IsZero() && down >= timeout)) {
-			return act(fmt.Sprintf("primary did not come back within primary_start_timeout (%s): releasing the leader lock", timeout),
-				Action{Kind: ReleaseLeader})
+		if startTimedOut(o) {
+			return act(fmt.Sprintf("primary did not come back within primary_start_timeout (%s): releasing the leader lock",
+				o.Config.StartTimeout()), Action{Kind: ReleaseLeader})
 		}
 		if !l.ControlPrimary {
 			// The data stopped in recovery (for example the promotion never finished): start it in
@@ -172,6 +170,11 @@ func stopped(o Observation) Decision {
 		return act("starting primary after failure", Action{Kind: RenewLeader}, Action{Kind: StartPrimary})
 	}
 	if v.Leader == nil || v.Leader.Name == o.Self.Name {
+		if f := v.Failover; f.Due(o.Now) && f.Member != o.Self.Name && healthyReplicaExists(o) {
+			// Our own hand-over is in flight: wait for the new leader and follow it directly,
+			// instead of starting without an upstream and restarting a moment later.
+			return act("waiting for the new leader of the " + requestKind(f) + " to take over")
+		}
 		return act("starting as a replica without an upstream: no leader yet", Action{Kind: StartReplica})
 	}
 	ldr := v.Leader.Name
@@ -196,6 +199,27 @@ func stopped(o Observation) Decision {
 		return act(fmt.Sprintf("former primary: rewinding from leader %s", ldr), Action{Kind: Rewind, Target: ldr})
 	}
 	return act(fmt.Sprintf("starting as a replica following %s", ldr), Action{Kind: StartReplica, Target: ldr})
+}
+
+// starting: the postmaster is up but does not accept connections yet (crash recovery, or just
+// launched). A leader keeps its key meanwhile, within primary_start_timeout.
+func starting(o Observation) Decision {
+	if o.Lease.Held {
+		if startTimedOut(o) {
+			return act(fmt.Sprintf("primary did not come back within primary_start_timeout (%s): releasing the leader lock",
+				o.Config.StartTimeout()), Action{Kind: ReleaseLeader})
+		}
+		return act("PostgreSQL is starting, keeping the leader lock", Action{Kind: RenewLeader})
+	}
+	return act("no action: PostgreSQL is starting, waiting for it to accept connections")
+}
+
+// startTimedOut: a leader's PostgreSQL has been down (or not accepting connections) for
+// primary_start_timeout and another member could take over.
+func startTimedOut(o Observation) bool {
+	timeout := o.Config.StartTimeout()
+	down := o.Now.Sub(o.Local.DownSince)
+	return healthyReplicaExists(o) && (timeout == 0 || (!o.Local.DownSince.IsZero() && down >= timeout))
 }
 
 func healthyReplicaExists(o Observation) bool {

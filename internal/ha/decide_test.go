@@ -307,6 +307,18 @@ func decideCases() []decideCase {
 			verdict: "no action: PostgreSQL is starting",
 		},
 		{
+			name:    "leader whose PostgreSQL is starting keeps its lock",
+			obs:     observe(self("node1")).local(startingPG().downFor(5 * s)).view(imLeader()).leaseHeld(fresh).build(),
+			want:    acts(do(RenewLeader)),
+			verdict: "PostgreSQL is starting, keeping the leader lock",
+		},
+		{
+			name:    "leader whose PostgreSQL has been starting beyond primary_start_timeout: release",
+			obs:     observe(self("node1")).local(startingPG().downFor(31 * s)).view(imLeader()).leaseHeld(fresh).build(),
+			want:    acts(do(ReleaseLeader)),
+			verdict: "did not come back within primary_start_timeout",
+		},
+		{
 			name:    "primary not answering SQL without the lease: fence it",
 			obs:     observe(self("node1")).local(hungPrimary()).view(twoNodes()).build(),
 			want:    acts(Action{Kind: Demote, Mode: ModeImmediate, Target: "node2"}),

@@ -96,6 +96,12 @@ func operationCases() []decideCase {
 			want: acts(do(AcquireLeader)), verdict: "I am the healthiest member",
 		},
 		{
+			name: "old leader stopped after its hand-over waits for the new leader",
+			obs: observe(self("node1")).local(stoppedPG().wasPrimary()).
+				view(free(req("node1", "node2"))).build(),
+			want: none(), verdict: "waiting for the new leader of the switchover to take over",
+		},
+		{
 			name:    "paused: free leader lock is not raced for",
 			obs:     observe(self("node2")).local(runningReplica(100)).view(free(nil)).config(pause).build(),
 			want:    none(),

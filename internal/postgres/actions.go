@@ -120,18 +120,18 @@ func (c *Controller) Start(ctx context.Context, primary bool) error {
 	if _, err := c.run.run(ctx, "pg_ctl", "start", "-D", c.s.DataDir, "-l", c.LogFile(), "-W"); err != nil {
 		return fmt.Errorf("while starting PostgreSQL: %w", err)
 	}
-	// pg_ctl -W returns before the postmaster has written postmaster.pid. Until it has, the
-	// server looks stopped, and a decision taken then (rewind, another start) would act under a
-	// running server; so return only once it is visible, or has already died.
-	deadline := time.Now().Add(10 * time.Second)
-	for c.PostmasterPID() == 0 {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			b, _ := os.ReadFile(c.LogFile())
-			return fmt.Errorf("PostgreSQL did not start; %s ends with: %s", c.LogFile(), tail(string(b), 600))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	c.startedAt.Store(time.Now().UnixNano())
 	return nil
+}
+
+// startGrace is how long after pg_ctl start a missing postmaster.pid means "still starting":
+// pg_ctl -W returns before the postmaster has written it, and a decision taken on "stopped" in
+// that gap (rewind, another start) would act under a running server.
+const startGrace = 3 * time.Second
+
+// starting reports whether a start was launched within startGrace.
+func (c *Controller) starting() bool {
+	return time.Since(time.Unix(0, c.startedAt.Load())) < startGrace
 }
 
 // WaitReady polls until the server accepts SQL or ctx ends. A postmaster that is gone after a
@@ -158,6 +158,9 @@ func (c *Controller) WaitReady(ctx context.Context) error {
 // Stop stops the server with pg_ctl's mode and waits for the postmaster to exit.
 func (c *Controller) Stop(ctx context.Context, mode string) error {
 	c.Close()
+	for c.PostmasterPID() == 0 && c.starting() && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond) // a postmaster just launched: let it appear, then stop it
+	}
 	if c.PostmasterPID() == 0 {
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,6 +59,8 @@ type Controller struct {
 
 	mu   sync.Mutex
 	conn *pgx.Conn
+
+	startedAt atomic.Int64 // unix nanoseconds of the last pg_ctl start
 }
 
 // New prepares a controller; it touches nothing on disk.
@@ -92,6 +95,10 @@ func (c *Controller) setMarker(on bool) error {
 	}
 	return nil
 }
+
+// ClearPrimaryMarker records that this data needs no rewind to follow the current leader
+// (the caller knows the leader's history contains all of it).
+func (c *Controller) ClearPrimaryMarker() error { return c.setMarker(false) }
 
 // DataDirState classifies the data directory without modifying it.
 func (c *Controller) DataDirState() ha.DataDir {

@@ -68,7 +68,7 @@ func (c *Controller) Observe(ctx context.Context) Status {
 	if _, err := os.Stat(filepath.Join(c.s.DataDir, "standby.signal")); err == nil {
 		st.Standby = true
 	}
-	st.Running = c.PostmasterPID() != 0
+	st.Running = c.PostmasterPID() != 0 || c.starting()
 	if st.Running {
 		err := c.withConn(ctx, 2*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
 			var cur *string
