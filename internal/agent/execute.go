@@ -248,7 +248,7 @@ func (a *Agent) promote(ctx context.Context, view *cluster.View) error {
 		return err
 	}
 	if a.o.Hooks.Promoted != nil {
-		a.o.Hooks.Promoted(view != nil && view.Failover != nil)
+		a.o.Hooks.Promoted(view != nil && view.Failover != nil && view.Failover.Leader != "") // a switchover names the leader
 	}
 	a.setFollowing("")
 	a.Wake()
