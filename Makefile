@@ -6,8 +6,10 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X github.com/pgvigil/pgvigil/internal/version.Version=$(VERSION) -X github.com/pgvigil/pgvigil/internal/version.Commit=$(COMMIT)
 # Packages with no I/O: run under the race detector.
 PURE     := ./internal/ha/... ./internal/pgconf/... ./internal/cluster/... ./internal/config/...
+# Fast tests without PostgreSQL or etcd (they use httptest, fakes of pure data, generated certificates).
+FAST     := $(PURE) ./internal/api/... ./internal/metrics/... ./internal/cli/...
 
-.PHONY: all deps build demo test test-unit test-e2e vet bench bench-failover bench-api clean
+.PHONY: all deps build demo test test-unit test-e2e fuzz-smoke vet bench bench-failover bench-api bench-switchover clean
 
 all: build
 
@@ -25,12 +27,17 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 
 test-unit:
-	$(GO) test -race -count=1 $(PURE)
+	$(GO) test -race -count=1 $(FAST)
+
+# A short run of the fuzz targets; the seed corpus in internal/api/testdata runs in test-unit too.
+fuzz-smoke:
+	$(GO) test -run='^$$' -fuzz='^FuzzRequest$$' -fuzztime=10s ./internal/api/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseBytes$$' -fuzztime=5s ./internal/api/
 
 test-e2e: deps
 	$(GO) test -count=1 -timeout 15m ./internal/dcs/... ./internal/embedetcd/... ./internal/postgres/... ./test/...
 
-test: deps vet test-unit test-e2e
+test: deps vet test-unit fuzz-smoke test-e2e
 
 bench: bench-failover
 
@@ -39,6 +46,9 @@ bench-failover: deps build
 
 bench-api: deps build
 	$(BIN) bench api --requests 2000
+
+bench-switchover: deps build
+	$(BIN) bench switchover --runs 5
 
 clean:
 	rm -rf bin
