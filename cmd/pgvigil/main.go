@@ -15,6 +15,7 @@ import (
 	"github.com/pgvigil/pgvigil/internal/config"
 	"github.com/pgvigil/pgvigil/internal/node"
 	"github.com/pgvigil/pgvigil/internal/version"
+	"github.com/pgvigil/pgvigil/internal/watchdog"
 )
 
 func main() {
@@ -24,7 +25,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(versionCmd(), nodeCmd(), demoCmd(), benchCmd())
+	root.AddCommand(versionCmd(), nodeCmd(), demoCmd(), benchCmd(), watchdogCmd())
 	root.AddCommand(cliCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
@@ -76,5 +77,26 @@ func nodeCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "config", "c", "", "configuration file (Patroni YAML keys)")
 	cmd.Flags().BoolVar(&validate, "validate", false, "check the configuration and exit")
 	cmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// watchdogCmd is the fencing process the node agent starts for itself; not for operators.
+func watchdogCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:    "watchdog --data-dir DIR",
+		Short:  "Fencing watchdog started by the node agent (reads heartbeats on stdin)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Only SIGTERM ends it without fencing; SIGINT from a terminal is the agent's business.
+			signal.Ignore(syscall.SIGINT, syscall.SIGHUP)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+			defer stop()
+			return watchdog.Run(ctx, os.Stdin, dataDir, newLogger("info").With("component", "watchdog"))
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "PostgreSQL data directory to fence")
+	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }

@@ -37,6 +37,18 @@ type Options struct {
 	Callbacks map[string]string
 	// Hooks let instrumentation watch the loop; nil functions are skipped.
 	Hooks Hooks
+	// Watchdog, when set, is armed after every renewal of the leader key to fence PostgreSQL at
+	// last renewal + ttl − SafetyMargin if the agent stops renewing (dies, freezes).
+	Watchdog         Watchdog
+	WatchdogRequired bool
+	SafetyMargin     time.Duration
+}
+
+// Watchdog is the agent's end of the fencing watchdog (internal/watchdog.Client).
+type Watchdog interface {
+	Arm(d time.Duration) error
+	Disarm() error
+	Close() error
 }
 
 // Hooks are called from the loop; they must return quickly.
@@ -70,27 +82,28 @@ type Agent struct {
 	wake chan struct{}
 	cb   *callbacks
 
-	mu           sync.Mutex // guards the fields below; the loop and long actions share them
-	held         bool
-	lastRenewed  time.Time
-	busy         *ha.Action
-	cancelBusy   context.CancelFunc
-	rewindFail   bool
-	rewound      bool
-	following    string
-	downSince    time.Time
-	notStreaming time.Time
-	dyn          cluster.DynamicConfig
-	snap         Snapshot
-	lastMember   string
-	lastOptime   int64
-	stopping     bool
-	lastStoreOK  time.Time
-	lastRole     string
-	req          *request // an operator's pending restart or reinitialization
-	waitStart    bool     // its caller waits for the start, not the end
-	forceReload  bool     // POST /reload: reload even if the rendered files did not change
-	handedTo     string   // member that replayed our shutdown checkpoint in a switchover
+	mu             sync.Mutex // guards the fields below; the loop and long actions share them
+	held           bool
+	lastRenewed    time.Time
+	busy           *ha.Action
+	cancelBusy     context.CancelFunc
+	rewindFail     bool
+	rewound        bool
+	following      string
+	downSince      time.Time
+	notStreaming   time.Time
+	dyn            cluster.DynamicConfig
+	snap           Snapshot
+	lastMember     string
+	lastOptime     int64
+	stopping       bool
+	lastStoreOK    time.Time
+	lastRole       string
+	req            *request // an operator's pending restart or reinitialization
+	waitStart      bool     // its caller waits for the start, not the end
+	forceReload    bool     // POST /reload: reload even if the rendered files did not change
+	handedTo       string   // member that replayed our shutdown checkpoint in a switchover
+	watchdogBroken bool     // the watchdog process did not take a heartbeat
 }
 
 // New builds an agent; nothing runs until Run.
@@ -200,13 +213,14 @@ func (a *Agent) cycle(ctx context.Context) bool {
 		local.WasPrimary = false // see start: a confirmed hand-over needs no rewind
 	}
 	obs := ha.Observation{
-		Now:     time.Now(), // after observing: a slow store or server must not make the lease look younger
-		Self:    ha.Self{Name: a.o.Name, Tags: a.o.Tags},
-		Cluster: view,
-		Lease:   ha.LeaseState{Held: a.held, LastRenewed: a.lastRenewed},
-		Config:  a.dyn,
-		Busy:    a.busy,
-		Request: a.dueRequest(start),
+		Now:             time.Now(), // after observing: a slow store or server must not make the lease look younger
+		Self:            ha.Self{Name: a.o.Name, Tags: a.o.Tags},
+		Cluster:         view,
+		Lease:           ha.LeaseState{Held: a.held, LastRenewed: a.lastRenewed},
+		Config:          a.dyn,
+		Busy:            a.busy,
+		Request:         a.dueRequest(start),
+		WatchdogMissing: a.o.WatchdogRequired && (a.o.Watchdog == nil || a.watchdogBroken),
 	}
 	if local.Ready && local.InRecovery && local.ReplicationState != "streaming" {
 		if a.notStreaming.IsZero() {
@@ -235,6 +249,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 		a.refuseRequest(errors.New(d.Verdict))
 	}
 	again := a.execute(ctx, d, view, local)
+	a.feedWatchdog()
 	if a.o.Hooks.CycleDone != nil {
 		a.o.Hooks.CycleDone(time.Since(start), d.Verdict)
 	}
@@ -334,7 +349,6 @@ func (a *Agent) renew(ctx context.Context, sent time.Time) {
 	defer cancel()
 	err := a.o.Store.RenewLeader(ctx)
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	switch {
 	case err == nil:
 		a.held, a.lastRenewed = true, sent
@@ -345,6 +359,8 @@ func (a *Agent) renew(ctx context.Context, sent time.Time) {
 		a.log.Warn("cannot renew the leader key", "member", a.o.Name, "err", err,
 			"since_last_renewal", time.Since(a.lastRenewed).Round(time.Millisecond))
 	}
+	a.mu.Unlock()
+	a.feedWatchdog() // arm for the new deadline at once, or disarm after losing the key
 }
 
 func (a *Agent) upstream(view *cluster.View, name string) *postgres.Upstream {
@@ -424,4 +440,33 @@ func memberKey(m cluster.Member) string {
 	}
 	return m.State + "|" + m.Role + "|" + strconv.Itoa(m.Timeline) + "|" + x(m.XLogLocation) + "|" + x(m.ReceiveLSN) +
 		"|" + x(m.ReplayLSN) + "|" + m.ReplicationState + "|" + strconv.FormatBool(m.PendingRestart)
+}
+
+// feedWatchdog arms the watchdog for the current lease (last renewal + ttl − safety margin) while
+// this member holds the leader key, and disarms it otherwise. Called once per cycle and after
+// each renewal, so a frozen loop is exactly what lets the deadline pass.
+func (a *Agent) feedWatchdog() {
+	if a.o.Watchdog == nil {
+		return
+	}
+	a.mu.Lock()
+	held, last, ttl := a.held, a.lastRenewed, a.dyn.TTLDuration()
+	a.mu.Unlock()
+	var err error
+	if held && !last.IsZero() {
+		err = a.o.Watchdog.Arm(time.Until(last.Add(ttl - a.o.SafetyMargin)))
+	} else {
+		err = a.o.Watchdog.Disarm()
+	}
+	a.mu.Lock()
+	broken := err != nil
+	if broken != a.watchdogBroken {
+		if broken {
+			a.log.Error("the watchdog does not take heartbeats", "member", a.o.Name, "err", err)
+		} else {
+			a.log.Info("the watchdog takes heartbeats again", "member", a.o.Name)
+		}
+	}
+	a.watchdogBroken = broken
+	a.mu.Unlock()
 }

@@ -37,6 +37,7 @@ func (a *Agent) execute(ctx context.Context, d ha.Decision, view *cluster.View, 
 				a.mu.Lock()
 				a.held, a.lastRenewed = true, sent
 				a.mu.Unlock()
+				a.feedWatchdog()
 				a.log.Info("acquired the leader key", "member", a.o.Name)
 				again = true
 			} else if errors.Is(err, dcs.ErrExists) {

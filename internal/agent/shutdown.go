@@ -42,6 +42,9 @@ func (a *Agent) shutdown() {
 		a.log.Warn("cannot delete the member key", "err", err)
 	}
 	a.o.PG.Close()
+	if a.o.Watchdog != nil {
+		_ = a.o.Watchdog.Close()
+	}
 	a.log.Info("stopped", "member", a.o.Name)
 }
 

@@ -20,6 +20,7 @@ type Config struct {
 	Bootstrap Bootstrap    `yaml:"bootstrap"`
 	Postgres  Postgres     `yaml:"postgresql"`
 	Tags      cluster.Tags `yaml:"tags"`
+	Watchdog  Watchdog     `yaml:"watchdog"`
 }
 
 // RestAPI is the restapi section.
@@ -181,3 +182,18 @@ func (c *Config) ConnURL() string {
 	h, p := c.ConnectHostPort()
 	return "postgres://" + net.JoinHostPort(h, strconv.Itoa(p)) + "/postgres"
 }
+
+// Watchdog is the watchdog section. pgvigil's watchdog is a separate process the agent arms
+// after each renewal of the leader key; it stops PostgreSQL (immediate shutdown) when the agent
+// has not renewed for ttl − safety_margin. Linux watchdog devices are not driven yet.
+type Watchdog struct {
+	Mode         string `yaml:"mode"`          // off | automatic (default) | required
+	SafetyMargin int    `yaml:"safety_margin"` // seconds before the lease expiry; default 2
+}
+
+// Watchdog modes.
+const (
+	WatchdogOff       = "off"
+	WatchdogAutomatic = "automatic"
+	WatchdogRequired  = "required"
+)

@@ -273,6 +273,10 @@ func TestInvalid(t *testing.T) {
 	}{
 		{"missing scope", func(t *testing.T, m map[string]any) { delete(m, "scope") }, []string{"scope: required"}, false},
 		{"missing name", func(t *testing.T, m map[string]any) { delete(m, "name") }, []string{"name: required"}, false},
+		{"watchdog mode", func(t *testing.T, m map[string]any) { set(m, "watchdog.mode", "sometimes") },
+			[]string{`watchdog.mode: must be off, automatic or required, got "sometimes"`}, false},
+		{"watchdog margin leaves no room", func(t *testing.T, m map[string]any) { set(m, "watchdog.safety_margin", 7) },
+			[]string{"watchdog.safety_margin: must be at least 1 and leave ttl - safety_margin (10 - 7) above loop_wait + retry_timeout (4)"}, false},
 		{"ttl not integer", func(t *testing.T, m map[string]any) { set(m, "bootstrap.dcs.ttl", "ten") },
 			[]string{`bootstrap.dcs.ttl: must be an integer, got "ten"`}, false},
 		{"ttl too small", func(t *testing.T, m map[string]any) { set(m, "bootstrap.dcs.ttl", 1) },
@@ -404,7 +408,7 @@ func TestBadTypeReportedOnce(t *testing.T) {
 
 func TestUnknownKeysWarn(t *testing.T) {
 	doc := baseDoc(t, fakeBinDir(t, "15.18"))
-	doc["watchdog"] = map[string]any{"mode": "off"}
+	doc["watchdog"] = map[string]any{"mode": "off", "device": "/dev/watchdog"}
 	set(doc, "postgresql.foo_bar", 1)
 	set(doc, "bootstrap.dcs.synchronous_mode", true)
 	set(doc, "postgresql.authentication.superuser.sslmode", "require")
@@ -413,7 +417,7 @@ func TestUnknownKeysWarn(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := buf.String()
-	for _, k := range []string{"watchdog", "postgresql.foo_bar", "bootstrap.dcs.synchronous_mode", "postgresql.authentication.superuser.sslmode"} {
+	for _, k := range []string{"watchdog.device", "postgresql.foo_bar", "bootstrap.dcs.synchronous_mode", "postgresql.authentication.superuser.sslmode"} {
 		if !strings.Contains(out, `msg="unknown configuration key" key=`+k+"\n") {
 			t.Errorf("no warning for %s in:\n%s", k, out)
 		}

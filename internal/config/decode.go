@@ -332,6 +332,18 @@ func (d *decoder) config(root *yaml.Node, c *Config) {
 			d.postgres(v, p, &c.Postgres)
 		case "tags":
 			d.tags(v, p, &c.Tags)
+		case "watchdog":
+			d.each(v, p, func(k, p string, v *yaml.Node) bool {
+				switch k {
+				case "mode":
+					d.str(v, p, &c.Watchdog.Mode)
+				case "safety_margin":
+					d.integer(v, p, &c.Watchdog.SafetyMargin)
+				default:
+					return false
+				}
+				return true
+			})
 		default:
 			return false
 		}

@@ -120,6 +120,7 @@ func decode(data []byte, env []string, logger *slog.Logger) (*Config, []*FieldEr
 	c := &Config{
 		Bootstrap: Bootstrap{DCS: cluster.DefaultDynamicConfig()},
 		Tags:      cluster.Tags{FailoverPriority: 1},
+		Watchdog:  Watchdog{Mode: WatchdogAutomatic, SafetyMargin: 2},
 	}
 	d := &decoder{log: log, bad: map[string]bool{}}
 	d.config(root, c)

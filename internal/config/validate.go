@@ -155,6 +155,19 @@ func (c *Config) problems() []*FieldError {
 	checkConnect(add, "restapi.connect_address", c.RestAPI.ConnectAddress, "restapi.listen", c.RestAPI.Listen)
 	c.RestAPI.restAPIProblems(add)
 
+	switch c.Watchdog.Mode {
+	case WatchdogOff, WatchdogAutomatic, WatchdogRequired:
+	default:
+		add("watchdog.mode", "must be off, automatic or required, got %q", c.Watchdog.Mode)
+	}
+	// The watchdog must fire after the agent's own demotion deadline (loop_wait + retry_timeout)
+	// and before the lease can expire (ttl).
+	if dc := c.Bootstrap.DCS; c.Watchdog.Mode != WatchdogOff &&
+		(c.Watchdog.SafetyMargin < 1 || dc.TTL-c.Watchdog.SafetyMargin <= dc.LoopWait+dc.RetryTimeout) {
+		add("watchdog.safety_margin", "must be at least 1 and leave ttl - safety_margin (%d - %d) above loop_wait + retry_timeout (%d)",
+			dc.TTL, c.Watchdog.SafetyMargin, dc.LoopWait+dc.RetryTimeout)
+	}
+
 	if len(c.Etcd.Hosts) == 0 {
 		add("etcd3.hosts", "required (host:port of at least one etcd member)")
 	}

@@ -283,6 +283,9 @@ func race(o Observation) Decision {
 	if !eligible(o.Self.Tags) {
 		return act("no action: leader lock is free but this member is tagged nofailover")
 	}
+	if o.WatchdogMissing {
+		return act("not racing for the leader lock: the watchdog is required but not running")
+	}
 	if f := o.Cluster.Failover; f.Due(o.Now) && f.Member != "" {
 		if f.Member == o.Self.Name {
 			// The operator chose this member: no comparison with peers, the leader already

@@ -102,6 +102,15 @@ func operationCases() []decideCase {
 			want: none(), verdict: "waiting for the new leader of the switchover to take over",
 		},
 		{
+			name: "watchdog required but not running: no race",
+			obs: func() Observation {
+				o := observe(self("node2")).local(runningReplica(100)).view(free(nil)).build()
+				o.WatchdogMissing = true
+				return o
+			}(),
+			want: none(), verdict: "the watchdog is required but not running",
+		},
+		{
 			name:    "paused: free leader lock is not raced for",
 			obs:     observe(self("node2")).local(runningReplica(100)).view(free(nil)).config(pause).build(),
 			want:    none(),

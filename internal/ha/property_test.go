@@ -23,6 +23,7 @@ func randomObservation(r *rand.Rand) Observation {
 		Config: randomConfig(r),
 	}
 	o.Config.Pause = r.IntN(6) == 0
+	o.WatchdogMissing = r.IntN(8) == 0
 	if r.IntN(6) != 0 {
 		v := randomView(r)
 		v.Config, v.HasConfig = o.Config, true

@@ -128,6 +128,9 @@ type Observation struct {
 	Busy    *Action
 	// Request is an operator's request to this member (REST /restart, /reinitialize) that is due.
 	Request *Action
+	// WatchdogMissing: watchdog.mode is required but the watchdog is not running, so this
+	// member may not become primary.
+	WatchdogMissing bool
 }
 
 // Decision is the outcome of one cycle.

@@ -283,6 +283,9 @@ func (n *Node) Crash() error {
 	return nil
 }
 
+// KillAgent SIGKILLs the agent alone, leaving its PostgreSQL (and its watchdog) running.
+func (n *Node) KillAgent() error { return n.Signal(syscall.SIGKILL, 10*time.Second) }
+
 // DSN is a libpq connection string to the node's PostgreSQL as the superuser.
 func (n *Node) DSN() string {
 	return fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=postgres sslmode=disable connect_timeout=2",

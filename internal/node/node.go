@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/pgvigil/pgvigil/internal/agent"
@@ -18,6 +19,7 @@ import (
 	"github.com/pgvigil/pgvigil/internal/metrics"
 	"github.com/pgvigil/pgvigil/internal/postgres"
 	"github.com/pgvigil/pgvigil/internal/version"
+	"github.com/pgvigil/pgvigil/internal/watchdog"
 )
 
 // Run starts the agent and the REST API and blocks until ctx ends and the agent has stepped down.
@@ -61,11 +63,29 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		peerClient.Transport = &http.Transport{TLSClientConfig: tc}
 	}
+	var wd agent.Watchdog
+	if cfg.Watchdog.Mode != config.WatchdogOff {
+		exe, err := os.Executable()
+		if err == nil {
+			var c *watchdog.Client
+			if c, err = watchdog.Start(exe, cfg.Postgres.DataDir, os.Stderr); err == nil {
+				wd = c
+			}
+		}
+		if err != nil {
+			if cfg.Watchdog.Mode == config.WatchdogRequired {
+				return fmt.Errorf("watchdog.mode is required: %w", err)
+			}
+			log.Warn("running without a watchdog", "err", err)
+		}
+	}
 	instrumented := mc.InstrumentStore(store)
 	a := agent.New(agent.Options{
 		Name: cfg.Name, Scope: cfg.Scope, Tags: cfg.Tags, ConnURL: cfg.ConnURL(), APIURL: cfg.APIURL(),
 		Version: version.Version, Bootstrap: dyn, Store: instrumented, PG: pg, Logger: log,
 		Callbacks: cfg.Postgres.Callbacks, Hooks: mc.Hooks(), PeerClient: peerClient,
+		Watchdog: wd, WatchdogRequired: cfg.Watchdog.Mode == config.WatchdogRequired,
+		SafetyMargin: time.Duration(cfg.Watchdog.SafetyMargin) * time.Second,
 	})
 	mc.SetSource(a)
 

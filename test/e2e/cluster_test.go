@@ -20,8 +20,14 @@ const (
 
 func startCluster(t *testing.T, nodes int) *localcluster.Cluster {
 	t.Helper()
+	return startClusterWith(t, nodes, "")
+}
+
+// startClusterWith appends extra YAML to every node's configuration.
+func startClusterWith(t *testing.T, nodes int, extra string) *localcluster.Cluster {
+	t.Helper()
 	c, err := localcluster.Start(localcluster.Options{Dir: workDir(t), Nodes: nodes, Binary: binary,
-		TTL: 6, LoopWait: 1, RetryTimeout: 2, Callbacks: true})
+		TTL: 6, LoopWait: 1, RetryTimeout: 2, Callbacks: true, Extra: extra})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,45 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestWatchdogFencesOrphanedPrimary: the primary's agent dies (SIGKILL) while PostgreSQL keeps
+// running. The watchdog must stop that PostgreSQL before the lease can expire, so that when a
+// replica is promoted no client can still commit on the old primary.
+func TestWatchdogFencesOrphanedPrimary(t *testing.T) {
+	ctx := context.Background()
+	c := startCluster(t, 3)
+	waitFor(t, "all members streaming", bootTimeout, func() bool { return c.Streaming(ctx) })
+	p, err := c.Primary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Exec(ctx, "CREATE TABLE acked (id bigint)"); err != nil {
+		t.Fatal(err)
+	}
+	pm := p.PostmasterPID()
+	if err := p.KillAgent(); err != nil {
+		t.Fatal(err)
+	}
+	np := newPrimary(t, c, p)
+	// By the time another member is writable, the orphaned primary must not accept commits.
+	if err := p.Exec(ctx, "INSERT INTO acked (id) VALUES (1)"); err == nil {
+		t.Fatalf("the old primary %s still commits while %s is primary: split brain", p.Name, np.Name)
+	}
+	if p.PostmasterPID() == pm && pm != 0 {
+		t.Fatalf("the old postmaster %d still runs", pm)
+	}
+	b, _ := os.ReadFile(p.LogPath)
+	if !strings.Contains(string(b), "watchdog: heartbeat missed, stopped PostgreSQL") {
+		t.Fatalf("no fencing by the watchdog in %s's log", p.Name)
+	}
+	// The member comes back with a new agent and rejoins as a replica.
+	if err := c.StartNode(p); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, p.Name+" streaming again", bootTimeout, func() bool { return c.Streaming(ctx) })
+}
