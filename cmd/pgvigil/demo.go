@@ -88,5 +88,30 @@ func benchCmd() *cobra.Command {
 	apiCmd.Flags().StringVar(&ao.Dir, "dir", "", "working directory (default: a new temporary directory)")
 	apiCmd.Flags().DurationVar(&ao.Timeout, "timeout", 2*time.Minute, "give up if the cluster is not streaming after this long")
 	cmd.AddCommand(apiCmd)
+
+	so := bench.Options{}
+	swCmd := &cobra.Command{
+		Use:   "switchover",
+		Short: "Time POST /switchover, write unavailability and the old primary's rejoin on a local 3-node cluster",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			so.Binary, so.Out = exe, cmd.OutOrStdout()
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			if so.Runs < 1 {
+				return fmt.Errorf("--runs: must be at least 1")
+			}
+			return bench.Switchover(ctx, so)
+		},
+	}
+	swCmd.Flags().IntVar(&so.Runs, "runs", 5, "switchovers, on one cluster")
+	swCmd.Flags().IntVar(&so.TTL, "ttl", 10, "leader key ttl in seconds")
+	swCmd.Flags().StringVar(&so.Dir, "dir", "", "working directory (default: a new temporary directory)")
+	swCmd.Flags().DurationVar(&so.Timeout, "timeout", 2*time.Minute, "give up on a step after this long")
+	cmd.AddCommand(swCmd)
 	return cmd
 }
