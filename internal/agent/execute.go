@@ -275,6 +275,11 @@ func (a *Agent) promote(ctx context.Context, view *cluster.View) error {
 // shutdown checkpoint to the replicas, the candidate confirms it received it, and only then is the
 // leader key released for the candidate (the failover key tells the others not to race).
 func (a *Agent) switchover(ctx context.Context, view *cluster.View, target string) error {
+	// A checkpoint while writes still flow leaves little for the shutdown checkpoint to do, and
+	// the shutdown is the part of the hand-over during which nobody can write.
+	if err := a.o.PG.Checkpoint(ctx); err != nil {
+		a.log.Warn("checkpoint before the switchover failed; the shutdown will do it", "err", err)
+	}
 	if err := a.o.PG.Stop(ctx, ha.ModeFast); err != nil {
 		return err
 	}

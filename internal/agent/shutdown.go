@@ -78,7 +78,7 @@ func (a *Agent) handOver(ctx context.Context, view *cluster.View, target string)
 				return m.Name
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	a.log.Warn("no replica confirmed the shutdown checkpoint; releasing the leader key anyway",
 		"member", a.o.Name, "lsn", postgres.FormatLSN(ckpt))
