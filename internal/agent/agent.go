@@ -104,6 +104,7 @@ type Agent struct {
 	forceReload    bool     // POST /reload: reload even if the rendered files did not change
 	handedTo       string   // member that replayed our shutdown checkpoint in a switchover
 	watchdogBroken bool     // the watchdog process did not take a heartbeat
+	syncNames      string   // synchronous_standby_names the leader chose (Decide's SetSyncNames)
 }
 
 // New builds an agent; nothing runs until Run.

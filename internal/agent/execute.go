@@ -69,6 +69,12 @@ func (a *Agent) execute(ctx context.Context, d ha.Decision, view *cluster.View, 
 			err = a.o.PG.SyncSlots(ctx, act.Slots)
 		case ha.ClearFailover:
 			err = a.o.Store.SetFailover(ctx, cluster.Failover{})
+		case ha.WriteSync:
+			err = a.o.Store.SetSync(ctx, act.Sync)
+		case ha.SetSyncNames:
+			a.mu.Lock()
+			a.syncNames = act.Value // rendered and reloaded by applyConfig below
+			a.mu.Unlock()
 		}
 		if err != nil {
 			a.log.Error("action failed", "action", string(act.Kind), "member", a.o.Name, "err", err)
@@ -95,6 +101,26 @@ func (a *Agent) isBusy() bool {
 	return a.busy != nil
 }
 
+// renderedSyncNames is the synchronous_standby_names to render. A replica renders "*" under
+// synchronous_mode_strict, so that from the moment it is promoted no commit is acknowledged
+// before some standby confirms it; the leader's choice replaces it within a cycle.
+func (a *Agent) renderedSyncNames(replica bool) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	strict := a.dyn.SynchronousMode != cluster.SyncOff && a.dyn.SynchronousModeStrict
+	if replica {
+		a.syncNames = ""
+		if strict {
+			return "*"
+		}
+		return ""
+	}
+	if a.syncNames == "" && strict {
+		return "*"
+	}
+	return a.syncNames
+}
+
 func (a *Agent) dynParams() map[string]any {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -111,7 +137,7 @@ func (a *Agent) applyConfig(ctx context.Context, view *cluster.View, local postg
 	if local.InRecovery {
 		up = a.upstream(view, following)
 	}
-	changed, err := a.o.PG.WriteConfig(a.dynParams(), local.InRecovery, up)
+	changed, err := a.o.PG.WriteConfig(a.dynParams(), local.InRecovery, up, a.renderedSyncNames(local.InRecovery))
 	if err != nil {
 		a.log.Error("cannot write the PostgreSQL configuration", "err", err)
 		return
@@ -143,7 +169,7 @@ func (a *Agent) start(ctx context.Context, view *cluster.View, primary bool, lea
 	if !primary {
 		up = a.upstream(view, leader)
 	}
-	if _, err := a.o.PG.WriteConfig(a.dynParams(), !primary, up); err != nil {
+	if _, err := a.o.PG.WriteConfig(a.dynParams(), !primary, up, a.renderedSyncNames(!primary)); err != nil {
 		return err
 	}
 	if err := a.o.PG.Start(ctx, primary); err != nil {

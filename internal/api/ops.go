@@ -110,10 +110,11 @@ func (s *Server) freshView(ctx context.Context) (*cluster.View, error) {
 // --- configuration ---
 
 // dynamicKeys are the config keys pgvigil applies. Keys Patroni knows but pgvigil does not
-// implement yet (synchronous_mode, failsafe_mode, standby_cluster, slots …) are refused rather
-// than stored: accepting synchronous_mode without honouring it would promise a safety it lacks.
+// implement yet (failsafe_mode, standby_cluster, slots …) are refused rather than stored:
+// accepting a setting without honouring it would promise something pgvigil does not do.
 var dynamicKeys = []string{"ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
-	"master_start_timeout", "pause", "postgresql"}
+	"master_start_timeout", "pause", "postgresql", "synchronous_mode", "synchronous_mode_strict",
+	"synchronous_node_count", "maximum_lag_on_syncnode"}
 
 var dynamicPGKeys = []string{"use_pg_rewind", "use_slots", "remove_data_directory_on_rewind_failure", "parameters"}
 

@@ -115,6 +115,9 @@ func parseSwitchover(m map[string]any, failover bool, v *cluster.View, now time.
 		if !ok {
 			return bad(http.StatusPreconditionFailed, "candidate does not exists")
 		}
+		if v.Config.SynchronousMode != cluster.SyncOff && !v.IsSyncStandby(q.candidate) {
+			return bad(http.StatusPreconditionFailed, "candidate name does not match with sync_standby")
+		}
 		if q.at == nil && (m.State != cluster.StateRunning || m.Tags.NoFailover || m.Tags.FailoverPriority <= 0) {
 			return bad(http.StatusPreconditionFailed, "%s is not possible: candidate %s is not a running member eligible for promotion",
 				strings.ToLower(q.action()), q.candidate)

@@ -266,7 +266,57 @@ type DynamicConfig struct {
 	PrimaryStartTimeout  *int      `json:"primary_start_timeout,omitempty"`
 	Pause                bool      `json:"pause,omitempty"`
 	PostgreSQL           DynamicPG `json:"postgresql"`
+
+	// Synchronous replication, with Patroni's keys.
+	SynchronousMode       SyncMode `json:"synchronous_mode,omitempty"`
+	SynchronousModeStrict bool     `json:"synchronous_mode_strict,omitempty"`
+	SynchronousNodeCount  int      `json:"synchronous_node_count,omitempty"`  // 0 means 1
+	MaximumLagOnSyncnode  int64    `json:"maximum_lag_on_syncnode,omitempty"` // bytes; 0 or less: no limit
 }
+
+// SyncMode is synchronous_mode: off, on (FIRST n) or quorum (ANY n).
+type SyncMode string
+
+// Synchronous modes.
+const (
+	SyncOff    SyncMode = ""
+	SyncOn     SyncMode = "on"
+	SyncQuorum SyncMode = "quorum"
+)
+
+// UnmarshalJSON accepts Patroni 3's booleans and Patroni 4's strings.
+func (m *SyncMode) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch x := v.(type) {
+	case nil:
+		*m = SyncOff
+	case bool:
+		*m = SyncOff
+		if x {
+			*m = SyncOn
+		}
+	case string:
+		switch strings.ToLower(x) {
+		case "off", "false", "":
+			*m = SyncOff
+		case "on", "true":
+			*m = SyncOn
+		case "quorum":
+			*m = SyncQuorum
+		default:
+			return fmt.Errorf("synchronous_mode: must be off, on or quorum, got %q", x)
+		}
+	default:
+		return fmt.Errorf("synchronous_mode: must be off, on or quorum, got %s", b)
+	}
+	return nil
+}
+
+// SyncCount is synchronous_node_count with its default of 1.
+func (c DynamicConfig) SyncCount() int { return max(c.SynchronousNodeCount, 1) }
 
 // DynamicPG is the postgresql section of the dynamic configuration.
 type DynamicPG struct {

@@ -273,6 +273,10 @@ func TestInvalid(t *testing.T) {
 	}{
 		{"missing scope", func(t *testing.T, m map[string]any) { delete(m, "scope") }, []string{"scope: required"}, false},
 		{"missing name", func(t *testing.T, m map[string]any) { delete(m, "name") }, []string{"name: required"}, false},
+		{"synchronous_mode value", func(t *testing.T, m map[string]any) { set(m, "bootstrap.dcs.synchronous_mode", "maybe") },
+			[]string{`bootstrap.dcs.synchronous_mode: must be off, on or quorum, got "maybe"`}, false},
+		{"synchronous_node_count", func(t *testing.T, m map[string]any) { set(m, "bootstrap.dcs.synchronous_node_count", -1) },
+			[]string{"bootstrap.dcs.synchronous_node_count: must be at least 1"}, false},
 		{"watchdog mode", func(t *testing.T, m map[string]any) { set(m, "watchdog.mode", "sometimes") },
 			[]string{`watchdog.mode: must be off, automatic or required, got "sometimes"`}, false},
 		{"watchdog margin leaves no room", func(t *testing.T, m map[string]any) { set(m, "watchdog.safety_margin", 7) },
@@ -410,14 +414,14 @@ func TestUnknownKeysWarn(t *testing.T) {
 	doc := baseDoc(t, fakeBinDir(t, "15.18"))
 	doc["watchdog"] = map[string]any{"mode": "off", "device": "/dev/watchdog"}
 	set(doc, "postgresql.foo_bar", 1)
-	set(doc, "bootstrap.dcs.synchronous_mode", true)
+	set(doc, "bootstrap.dcs.failsafe_mode", true)
 	set(doc, "postgresql.authentication.superuser.sslmode", "require")
 	log, buf := bufLogger()
 	if _, err := Parse(marshal(t, doc), nil, log); err != nil {
 		t.Fatal(err)
 	}
 	out := buf.String()
-	for _, k := range []string{"watchdog.device", "postgresql.foo_bar", "bootstrap.dcs.synchronous_mode", "postgresql.authentication.superuser.sslmode"} {
+	for _, k := range []string{"watchdog.device", "postgresql.foo_bar", "bootstrap.dcs.failsafe_mode", "postgresql.authentication.superuser.sslmode"} {
 		if !strings.Contains(out, `msg="unknown configuration key" key=`+k+"\n") {
 			t.Errorf("no warning for %s in:\n%s", k, out)
 		}

@@ -402,6 +402,26 @@ func (d *decoder) dcs(n *yaml.Node, path string, dc *cluster.DynamicConfig) {
 			}
 		case "pause":
 			d.boolean(v, p, &dc.Pause)
+		case "synchronous_mode":
+			var str string
+			if n := deref(v); n.Tag == "!!bool" {
+				var on bool
+				d.boolean(v, p, &on)
+				str = strconv.FormatBool(on)
+			} else {
+				d.str(v, p, &str)
+			}
+			if err := dc.SynchronousMode.UnmarshalJSON([]byte(strconv.Quote(str))); err != nil {
+				d.fail(p, "must be off, on or quorum, got %q", str)
+			}
+		case "synchronous_mode_strict":
+			d.boolean(v, p, &dc.SynchronousModeStrict)
+		case "synchronous_node_count":
+			d.integer(v, p, &dc.SynchronousNodeCount)
+		case "maximum_lag_on_syncnode":
+			if x, ok := d.int64v(v, p); ok {
+				dc.MaximumLagOnSyncnode = x
+			}
 		case "postgresql":
 			d.each(v, p, func(k, p string, v *yaml.Node) bool {
 				switch k {

@@ -284,6 +284,9 @@ func dynamicProblems(prefix string, dc cluster.DynamicConfig) []*FieldError {
 	if dc.MaximumLagOnFailover < 0 {
 		add(key("maximum_lag_on_failover"), "must not be negative, got %d", dc.MaximumLagOnFailover)
 	}
+	if dc.SynchronousNodeCount < 0 {
+		add(key("synchronous_node_count"), "must be at least 1, got %d", dc.SynchronousNodeCount)
+	}
 	if dc.PrimaryStartTimeout != nil && *dc.PrimaryStartTimeout < 0 {
 		add(key("primary_start_timeout"), "must not be negative, got %d", *dc.PrimaryStartTimeout)
 	}

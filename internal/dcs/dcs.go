@@ -71,6 +71,8 @@ type Store interface {
 	PutConfig(ctx context.Context, raw []byte, rev int64) error
 	// SetFailover writes the failover key; an empty request is written as {} (Patroni's "done").
 	SetFailover(ctx context.Context, f cluster.Failover) error
+	// SetSync writes the sync key; nil deletes it (synchronous_mode off).
+	SetSync(ctx context.Context, s *cluster.Sync) error
 	// SetHistory replaces the history key.
 	SetHistory(ctx context.Context, h []cluster.HistoryEntry) error
 	// SetStatus writes the status key (leader optime).

@@ -247,7 +247,9 @@ func leader(o Observation) Decision {
 			actions = append(actions, Action{Kind: SyncSlots, Slots: want})
 		}
 	}
-	return act(fmt.Sprintf("no action: I am (%s), the leader with the lock", o.Self.Name), actions...)
+	syncActs, note := syncDuty(o)
+	actions = append(actions, syncActs...)
+	return act(fmt.Sprintf("no action: I am (%s), the leader with the lock%s", o.Self.Name, note), actions...)
 }
 
 func sortedCopy(s []string) []string {
@@ -288,6 +290,9 @@ func race(o Observation) Decision {
 	}
 	if f := o.Cluster.Failover; f.Due(o.Now) && f.Member != "" {
 		if f.Member == o.Self.Name {
+			if why := syncCandidate(o); why != "" {
+				return act(why) // an operator's choice does not override synchronous guarantees
+			}
 			// The operator chose this member: no comparison with peers, the leader already
 			// waited for it to receive everything (switchover) or the operator accepted the risk.
 			return act(fmt.Sprintf("racing for the leader lock: %s requested to %s",
@@ -301,6 +306,10 @@ func race(o Observation) Decision {
 		return act(fmt.Sprintf("not racing for the leader lock: %d bytes behind the last leader position, more than maximum_lag_on_failover (%d)",
 			lag, o.Config.MaximumLagOnFailover))
 	}
+	if why := syncCandidate(o); why != "" {
+		return act(why)
+	}
+	syncSet := o.Cluster.Sync.Standbys()
 	for _, p := range o.Peers {
 		if p.Name == o.Self.Name || !p.Reachable || !p.Running {
 			continue
@@ -308,7 +317,8 @@ func race(o Observation) Decision {
 		if !p.InRecovery {
 			return act(fmt.Sprintf("not racing for the leader lock: %s still runs PostgreSQL as a primary", p.Name))
 		}
-		if eligible(p.Tags) && ahead(p, o) {
+		inSync := o.Config.SynchronousMode == cluster.SyncOff || slices.Contains(syncSet, p.Name)
+		if eligible(p.Tags) && inSync && ahead(p, o) {
 			return act(fmt.Sprintf("not racing for the leader lock: %s is a better candidate (position %d, mine %d)",
 				p.Name, p.Position, o.Local.Position))
 		}
@@ -372,7 +382,8 @@ func switchover(o Observation) (Decision, bool) {
 	}
 	if f.Member != "" {
 		m, ok := o.Cluster.Member(f.Member)
-		if !ok || m.State != cluster.StateRunning || m.Role != cluster.RoleReplica || !eligible(m.Tags) {
+		notSync := o.Config.SynchronousMode != cluster.SyncOff && !slices.Contains(o.Cluster.Sync.Standbys(), f.Member)
+		if !ok || m.State != cluster.StateRunning || m.Role != cluster.RoleReplica || !eligible(m.Tags) || notSync {
 			return act(fmt.Sprintf("rejecting the %s to %s: it is not a running replica eligible for promotion",
 				requestKind(f), f.Member), Action{Kind: RenewLeader}, Action{Kind: ClearFailover}), true
 		}

@@ -29,6 +29,8 @@ const (
 	Reinit        Kind = "reinit"         // wipe the data directory and clone from Target
 	SyncSlots     Kind = "sync_slots"     // leader duty: physical slots exactly for Slots
 	Switchover    Kind = "switchover"     // leader: stop cleanly, let Target (or any replica) receive everything, release the key
+	SetSyncNames  Kind = "set_sync_names" // leader: synchronous_standby_names = Value, by reload
+	WriteSync     Kind = "write_sync"     // leader: the sync key = Sync (nil: delete it)
 	ClearFailover Kind = "clear_failover" // write {} to the failover key: the request is done or rejected
 	Restart       Kind = "restart"        // operator request: stop fast and start again in the same role
 )
@@ -42,9 +44,11 @@ const (
 // Action is one instruction for the agent.
 type Action struct {
 	Kind   Kind
-	Target string   // member to clone from, follow, rewind against
-	Mode   string   // stop mode for Demote and Stop
-	Slots  []string // slot names for SyncSlots
+	Target string        // member to clone from, follow, rewind against
+	Mode   string        // stop mode for Demote and Stop
+	Slots  []string      // slot names for SyncSlots
+	Value  string        // synchronous_standby_names for SetSyncNames
+	Sync   *cluster.Sync // the sync key for WriteSync; nil deletes it
 }
 
 // Long reports whether the action runs asynchronously.
@@ -92,6 +96,18 @@ type PGState struct {
 	// RewindFailed remembers a failed pg_rewind of this data directory (reset by a reinit).
 	RewindFailed bool
 	Slots        []string // physical replication slots present (primary only)
+	// SyncStandbyNames is the running server's synchronous_standby_names.
+	SyncStandbyNames string
+	// Standbys are the WAL senders of a primary (pg_stat_replication), by application_name.
+	Standbys []Standby
+}
+
+// Standby is one connected standby as the primary sees it.
+type Standby struct {
+	Name      string // application_name: the member's name
+	Streaming bool   // caught up and streaming (only such a standby can be synchronous)
+	Sync      bool   // sync_state is sync or quorum: commits wait for it
+	Flush     int64  // flushed position the standby reported
 }
 
 // LeaseState is what this member knows about its leader key.

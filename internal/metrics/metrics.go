@@ -69,12 +69,13 @@ const (
 	OpInitConfig       = "init_config"
 	OpPutConfig        = "put_config"
 	OpSetFailover      = "set_failover"
+	OpSetSync          = "set_sync"
 	OpSetHistory       = "set_history"
 	OpSetStatus        = "set_status"
 )
 
 var storeOps = []string{OpGet, OpTouchMember, OpKeepAlive, OpAcquireLeader, OpRenewLeader, OpReleaseLeader,
-	OpDeleteMember, OpCreateInitialize, OpSetInitialize, OpDeleteInitialize, OpInitConfig, OpPutConfig, OpSetFailover, OpSetHistory, OpSetStatus}
+	OpDeleteMember, OpCreateInitialize, OpSetInitialize, OpDeleteInitialize, OpInitConfig, OpPutConfig, OpSetFailover, OpSetSync, OpSetHistory, OpSetStatus}
 
 // New builds the collector and its registry.
 func New(o Options) *Collector {
@@ -425,6 +426,10 @@ func (s *store) PutConfig(ctx context.Context, raw []byte, rev int64) error {
 
 func (s *store) SetFailover(ctx context.Context, f cluster.Failover) error {
 	return s.do(OpSetFailover, func() error { return s.Store.SetFailover(ctx, f) })
+}
+
+func (s *store) SetSync(ctx context.Context, sy *cluster.Sync) error {
+	return s.do(OpSetSync, func() error { return s.Store.SetSync(ctx, sy) })
 }
 
 func (s *store) SetHistory(ctx context.Context, h []cluster.HistoryEntry) error {

@@ -29,6 +29,8 @@ type Input struct {
 	// Standby settings; empty PrimaryConninfo means no upstream (primary, or replica waiting for a leader).
 	PrimaryConninfo string
 	PrimarySlotName string
+	// SyncStandbyNames is synchronous_standby_names, which the leader manages.
+	SyncStandbyNames string
 }
 
 // defaults apply unless the user sets them: what streaming replication and pg_rewind need.
@@ -49,7 +51,7 @@ var defaults = map[string]string{
 // managed are set by pgvigil alone; user values for them are ignored because a wrong value
 // would break replication or leader routing.
 var managed = []string{"listen_addresses", "port", "cluster_name", "primary_conninfo", "primary_slot_name",
-	"recovery_target_timeline", "hba_file", "unix_socket_directories", "hot_standby"}
+	"recovery_target_timeline", "hba_file", "unix_socket_directories", "hot_standby", "synchronous_standby_names"}
 
 // Render returns the full postgresql.conf. Same input, same bytes: callers compare to detect changes.
 func Render(in Input) []byte {
@@ -73,6 +75,7 @@ func Render(in Input) []byte {
 		p["unix_socket_directories"] = in.SocketDir
 	}
 	p["recovery_target_timeline"] = "latest"
+	p["synchronous_standby_names"] = in.SyncStandbyNames
 	if in.PrimaryConninfo != "" {
 		p["primary_conninfo"] = in.PrimaryConninfo
 	}

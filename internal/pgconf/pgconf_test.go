@@ -56,8 +56,8 @@ func TestRenderDeterministicAndSorted(t *testing.T) {
 	if !slices.IsSorted(keys) {
 		t.Fatalf("keys not sorted: %v", keys)
 	}
-	// Defaults (hot_standby among them), 20 user keys, and the six managed keys Render sets here.
-	if want := len(defaults) + 20 + 6; len(keys) != want {
+	// Defaults (hot_standby among them), 20 user keys, and the seven managed keys Render sets here.
+	if want := len(defaults) + 20 + 7; len(keys) != want {
 		t.Fatalf("%d keys rendered, want %d: %v", len(keys), want, keys)
 	}
 }

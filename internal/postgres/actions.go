@@ -31,10 +31,10 @@ func (c *Controller) WritePassfile() error {
 
 // WriteConfig renders postgresql.conf, pg_hba.conf and standby.signal for the given role and
 // upstream and reports whether anything changed (the caller reloads once).
-func (c *Controller) WriteConfig(dynParams map[string]any, replica bool, up *Upstream) (bool, error) {
+func (c *Controller) WriteConfig(dynParams map[string]any, replica bool, up *Upstream, syncNames string) (bool, error) {
 	in := pgconf.Input{
 		ClusterName: c.s.Scope, Listen: c.s.ListenAddrs, Port: c.s.Port,
-		SocketDir: "", DynamicParams: dynParams, LocalParams: c.s.LocalParams,
+		SocketDir: "", DynamicParams: dynParams, LocalParams: c.s.LocalParams, SyncStandbyNames: syncNames,
 	}
 	if up != nil && up.Host != "" {
 		in.PrimaryConninfo = pgconf.Conninfo("host", up.Host, "port", strconv.Itoa(up.Port),
@@ -161,6 +161,7 @@ func (c *Controller) Stop(ctx context.Context, mode string) error {
 	for c.PostmasterPID() == 0 && c.starting() && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond) // a postmaster just launched: let it appear, then stop it
 	}
+	defer c.startedAt.Store(0) // stopped on purpose: no longer "just launched"
 	if c.PostmasterPID() == 0 {
 		return nil
 	}

@@ -210,7 +210,7 @@ func upstreamOf(c *Controller, slot string) Upstream {
 func startReplica(t *testing.T, c *Controller, up Upstream) {
 	t.Helper()
 	ctx := testCtx(t, 60*time.Second)
-	if _, err := c.WriteConfig(nil, true, &up); err != nil {
+	if _, err := c.WriteConfig(nil, true, &up, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Start(ctx, false); err != nil {
@@ -270,11 +270,11 @@ func TestController(t *testing.T) {
 		if err := p1.WritePassfile(); err != nil {
 			t.Fatal(err)
 		}
-		changed, err := p1.WriteConfig(nil, false, nil)
+		changed, err := p1.WriteConfig(nil, false, nil, "")
 		if err != nil || !changed {
 			t.Fatalf("first WriteConfig = %v, %v; want changed", changed, err)
 		}
-		changed, err = p1.WriteConfig(nil, false, nil)
+		changed, err = p1.WriteConfig(nil, false, nil, "")
 		if err != nil || changed {
 			t.Fatalf("second WriteConfig with the same input = %v, %v; want unchanged", changed, err)
 		}
@@ -338,7 +338,7 @@ func TestController(t *testing.T) {
 		}
 
 		// Reload applies a changed dynamic parameter.
-		changed, err = p1.WriteConfig(map[string]any{"work_mem": "8MB"}, false, nil)
+		changed, err = p1.WriteConfig(map[string]any{"work_mem": "8MB"}, false, nil, "")
 		if err != nil || !changed {
 			t.Fatalf("WriteConfig with a new parameter = %v, %v; want changed", changed, err)
 		}
@@ -346,7 +346,7 @@ func TestController(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitRows(t, p1, "SELECT current_setting('work_mem')", []string{"8MB"})
-		if changed, err := p1.WriteConfig(nil, false, nil); err != nil || !changed {
+		if changed, err := p1.WriteConfig(nil, false, nil, ""); err != nil || !changed {
 			t.Fatalf("WriteConfig back to no parameters = %v, %v; want changed", changed, err)
 		}
 		if err := p1.Reload(ctx); err != nil {
@@ -659,7 +659,7 @@ func TestController(t *testing.T) {
 
 	t.Run("start failure is reported with the log", func(t *testing.T) {
 		ctx := testCtx(t, 30*time.Second)
-		if _, err := p2.WriteConfig(map[string]any{"max_wal_senders": "lots"}, false, nil); err != nil {
+		if _, err := p2.WriteConfig(map[string]any{"max_wal_senders": "lots"}, false, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 		// Start does not wait; the loop learns of the failure through WaitReady or Observe.

@@ -21,6 +21,7 @@ type Replication struct {
 	State           string `json:"state"`
 	SyncState       string `json:"sync_state"`
 	SyncPriority    int    `json:"sync_priority"`
+	FlushLSN        int64  `json:"-"`
 }
 
 // Status is the local server as seen through SQL and the control file.
@@ -52,7 +53,9 @@ const observeSQL = `SELECT pg_is_in_recovery(),
  COALESCE((SELECT array_agg(slot_name::text) FROM pg_replication_slots WHERE slot_type = 'physical'), '{}')`
 
 const replicationSQL = `SELECT COALESCE(usename::text, ''), application_name, COALESCE(host(client_addr), ''),
- COALESCE(state, ''), COALESCE(sync_state, ''), sync_priority FROM pg_stat_replication ORDER BY application_name`
+ COALESCE(state, ''), COALESCE(sync_state, ''), sync_priority, COALESCE(flush_lsn::text, ''),
+ current_setting('synchronous_standby_names')
+ FROM (SELECT 1) one LEFT JOIN pg_stat_replication ON true ORDER BY application_name`
 
 // Observe reports the local server. It never fails: what cannot be read is left zero, and a
 // server that does not answer SQL is reported running-but-not-ready.
@@ -97,12 +100,27 @@ func (c *Controller) Observe(ctx context.Context) Status {
 				return err
 			}
 			defer rows.Close()
+			// The outer join yields one row with NULLs when no standby is connected, so that
+			// synchronous_standby_names comes back either way.
 			for rows.Next() {
 				var r Replication
-				if err := rows.Scan(&r.Usename, &r.ApplicationName, &r.ClientAddr, &r.State, &r.SyncState, &r.SyncPriority); err != nil {
+				var app *string
+				var prio *int
+				var flush string
+				if err := rows.Scan(&r.Usename, &app, &r.ClientAddr, &r.State, &r.SyncState, &prio, &flush, &st.SyncStandbyNames); err != nil {
 					return err
 				}
+				if app == nil {
+					continue
+				}
+				r.ApplicationName = *app
+				if prio != nil {
+					r.SyncPriority = *prio
+				}
+				r.FlushLSN, _ = ParseLSN(flush)
 				st.Replication = append(st.Replication, r)
+				st.Standbys = append(st.Standbys, ha.Standby{Name: r.ApplicationName, Streaming: r.State == "streaming",
+					Sync: r.SyncState == "sync" || r.SyncState == "quorum", Flush: r.FlushLSN})
 			}
 			return rows.Err()
 		})

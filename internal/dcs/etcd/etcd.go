@@ -614,6 +614,35 @@ func (s *Store) SetFailover(ctx context.Context, f cluster.Failover) error {
 	return s.put(ctx, "writing the failover key", dcs.KeyFailover, string(val))
 }
 
+// SetSync writes the sync key as Patroni 4 does ({"leader","sync_standby","quorum"}, sync_standby
+// null when empty); nil deletes it.
+func (s *Store) SetSync(ctx context.Context, sy *cluster.Sync) error {
+	if sy == nil {
+		ctx, cancel, cli, err := s.begin(ctx, "deleting the sync key")
+		if err != nil {
+			return err
+		}
+		defer cancel()
+		if _, err := cli.Delete(ctx, s.key(dcs.KeySync)); err != nil {
+			return unavailable("deleting the sync key", err)
+		}
+		return nil
+	}
+	var standby *string
+	if sy.SyncStandby != "" {
+		standby = &sy.SyncStandby
+	}
+	val, err := json.Marshal(struct {
+		Leader      string  `json:"leader"`
+		SyncStandby *string `json:"sync_standby"`
+		Quorum      int     `json:"quorum"`
+	}{sy.Leader, standby, sy.Quorum})
+	if err != nil {
+		return fmt.Errorf("while encoding the sync key: %w", err)
+	}
+	return s.put(ctx, "writing the sync key", dcs.KeySync, string(val))
+}
+
 // SetHistory replaces the history key.
 func (s *Store) SetHistory(ctx context.Context, h []cluster.HistoryEntry) error {
 	if h == nil {
