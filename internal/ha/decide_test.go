@@ -2,6 +2,7 @@ package ha
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ type decideCase struct {
 }
 
 func TestDecide(t *testing.T) {
-	for _, tc := range append(decideCases(), operationCases()...) {
+	for _, tc := range slices.Concat(decideCases(), operationCases(), syncCases()) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := Decide(tc.obs)
 			if got, want := shape(d.Actions), shape(tc.want); got != want {

@@ -23,10 +23,14 @@ func randomObservation(r *rand.Rand) Observation {
 		Config: randomConfig(r),
 	}
 	o.Config.Pause = r.IntN(6) == 0
+	o.Config.SynchronousMode = pick(r, []cluster.SyncMode{cluster.SyncOff, cluster.SyncOff, cluster.SyncOff, cluster.SyncOn, cluster.SyncQuorum})
 	o.WatchdogMissing = r.IntN(8) == 0
 	if r.IntN(6) != 0 {
 		v := randomView(r)
 		v.Config, v.HasConfig = o.Config, true
+		if r.IntN(2) == 0 {
+			v.Sync = &cluster.Sync{Leader: pick(r, propNames), SyncStandby: pick(r, []string{"", propNames[0], propNames[1] + "," + propNames[2]}), Quorum: r.IntN(3)}
+		}
 		if r.IntN(4) == 0 {
 			at := t0.Add(time.Duration(r.IntN(3)-1) * time.Minute)
 			v.Failover = &cluster.Failover{Leader: pick(r, append([]string{""}, propNames...)),
@@ -203,6 +207,11 @@ func TestDecideProperties(t *testing.T) {
 					fail("rule 1: running primary without a live lease is not demoted")
 				}
 			}
+		}
+		// In synchronous modes only a member of the sync key races (or is promoted after it).
+		if o.Config.SynchronousMode != cluster.SyncOff && d.Has(AcquireLeader) && o.Cluster != nil &&
+			!o.Cluster.IsSyncStandby(o.Self.Name) && !(o.Cluster.Initialize == nil) {
+			fail("synchronous mode: a member outside the sync key races for the leader lock")
 		}
 		// With a live lease, only a member in recovery is promoted.
 		if o.Lease.Held && !lapsing(o) && d.Has(Promote) && !o.Local.InRecovery {

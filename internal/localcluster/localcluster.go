@@ -352,6 +352,17 @@ func (n *Node) Exec(ctx context.Context, sql string, args ...any) error {
 	return err
 }
 
+// ExecWait runs one statement bounded only by ctx (a commit that waits for a synchronous standby).
+func (n *Node) ExecWait(ctx context.Context, sql string, args ...any) error {
+	conn, err := pgx.Connect(ctx, n.DSN())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql, args...)
+	return err
+}
+
 // QueryInt runs a query returning one integer.
 func (n *Node) QueryInt(ctx context.Context, sql string, args ...any) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
