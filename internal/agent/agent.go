@@ -231,6 +231,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 		a.notStreaming = time.Time{}
 	}
 	local.NotStreamingSince = a.notStreaming
+	local.Receiving = local.Ready && local.InRecovery && local.ReplicationState == "streaming"
 	local.Following = a.following
 	local.DownSince = a.downSince
 	local.RewindFailed = a.rewindFail

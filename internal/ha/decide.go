@@ -309,6 +309,9 @@ func race(o Observation) Decision {
 	if why := syncCandidate(o); why != "" {
 		return act(why)
 	}
+	if why := unsafeCandidate(o); why != "" {
+		return act(why)
+	}
 	syncSet := o.Cluster.Sync.Standbys()
 	for _, p := range o.Peers {
 		if p.Name == o.Self.Name || !p.Reachable || !p.Running {
@@ -450,4 +453,24 @@ func paused(o Observation) Decision {
 		return act(fmt.Sprintf("PAUSE: following new leader %s", ldr), Action{Kind: Follow, Target: ldr})
 	}
 	return act(fmt.Sprintf("PAUSE: no action: I am (%s), a secondary, and following a leader (%s)", o.Self.Name, ldr))
+}
+
+// unsafeCandidate refuses a race this replica should not enter yet: its upstream still sends WAL
+// (the old primary is alive, only its key is gone, and positions are not final), or it is on an
+// older timeline than the cluster has reached.
+func unsafeCandidate(o Observation) string {
+	l := o.Local
+	if l.Receiving {
+		up := l.Following
+		if up == "" {
+			up = "its upstream"
+		}
+		return fmt.Sprintf("not racing for the leader lock: still receiving WAL from %s, which is alive", up)
+	}
+	if n := len(o.Cluster.History); n > 0 && l.Timeline > 0 {
+		if latest := o.Cluster.History[n-1].Timeline + 1; l.Timeline < latest {
+			return fmt.Sprintf("not racing for the leader lock: on timeline %d, behind the cluster's timeline %d", l.Timeline, latest)
+		}
+	}
+	return ""
 }

@@ -132,6 +132,29 @@ func syncCases() []decideCase {
 	}
 }
 
+// candidateCases: replicas that must not race yet whatever their position.
+func candidateCases() []decideCase {
+	free := view().member(running("node1"), running("node2"))
+	receiving := runningReplica(1000)
+	receiving.Receiving, receiving.Following = true, "node9"
+	behind := runningReplica(1000)
+	behind.Timeline = 2
+	withHistory := view().member(running("node1"), running("node2"))
+	withHistory.v.History = []cluster.HistoryEntry{{Timeline: 1, LSN: 10}, {Timeline: 2, LSN: 20}}
+	return []decideCase{
+		{
+			name: "race: the WAL receiver still streams from the old primary: wait",
+			obs:  observe(self("node1")).local(pg(receiving)).view(free).build(),
+			want: none(), verdict: "still receiving WAL from node9, which is alive",
+		},
+		{
+			name: "race: a replica behind the cluster's latest timeline does not race",
+			obs:  observe(self("node1")).local(pg(behind)).view(withHistory).build(),
+			want: none(), verdict: "on timeline 2, behind the cluster's timeline 3",
+		},
+	}
+}
+
 func TestSyncNames(t *testing.T) {
 	for _, tc := range []struct {
 		mode  cluster.SyncMode

@@ -96,6 +96,9 @@ type PGState struct {
 	// RewindFailed remembers a failed pg_rewind of this data directory (reset by a reinit).
 	RewindFailed bool
 	Slots        []string // physical replication slots present (primary only)
+	// Receiving: the WAL receiver is streaming, so the upstream it follows is alive and WAL may
+	// still arrive; once it stops, the received position is final.
+	Receiving bool
 	// SyncStandbyNames is the running server's synchronous_standby_names.
 	SyncStandbyNames string
 	// Standbys are the WAL senders of a primary (pg_stat_replication), by application_name.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -188,6 +189,11 @@ func TestOperations(t *testing.T) {
 			t.Fatalf("new primary refuses writes: %v", err)
 		}
 		waitFor(t, "the old primary streaming from the new one", bootTimeout, func() bool { return c.Streaming(ctx) })
+		// The candidate replayed the old primary's shutdown checkpoint before promoting, so the
+		// old primary follows it directly.
+		if b, _ := os.ReadFile(p.LogPath); strings.Contains(string(b), "rewinding from leader") {
+			t.Fatalf("%s ran pg_rewind after a lossless switchover", p.Name)
+		}
 		if q, err := c.Primary(ctx); err != nil || q != r1 {
 			t.Fatalf("primary = %v (%v), want %s", q, err, r1.Name)
 		}
