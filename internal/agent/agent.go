@@ -184,6 +184,9 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	a.mu.Lock()
 	if view != nil {
 		if view.HasConfig {
+			if view.Config.TTL != a.dyn.TTL {
+				a.o.Store.SetTTL(view.Config.TTLDuration())
+			}
 			a.dyn = view.Config
 		}
 		a.held = view.Leader != nil && view.Leader.Name == a.o.Name

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/pgvigil/pgvigil/internal/cluster"
 )
@@ -81,6 +82,10 @@ type Store interface {
 	// Watch sends on the returned channel (capacity 1, never blocking the store) whenever the
 	// leader or failover key changes or is deleted, until ctx ends.
 	Watch(ctx context.Context) <-chan struct{}
+
+	// SetTTL changes the lease ttl (dynamic configuration); keys move to a new lease at the
+	// next renewal without disappearing.
+	SetTTL(ttl time.Duration)
 
 	// Close releases the client; it does not revoke the lease.
 	Close() error

@@ -318,6 +318,20 @@ func (s *Store) grant(ctx context.Context, cli *clientv3.Client, reput bool) err
 	return nil
 }
 
+// SetTTL applies a new ttl from the dynamic configuration: the next renewal grants a lease with
+// it and moves the member key (and the leader key, see RenewLeader) onto it. The old lease is
+// left to expire, so no key disappears in between.
+func (s *Store) SetTTL(ttl time.Duration) {
+	secs := max(1, int64(math.Ceil(ttl.Seconds())))
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	if secs == s.ttl {
+		return
+	}
+	s.log.Info("ttl changed: the next renewal moves the keys to a new lease", "old", s.ttl, "new", secs)
+	s.ttl, s.lease = secs, 0
+}
+
 // ensureLease grants a lease when none is held. The caller holds leaseMu.
 func (s *Store) ensureLease(ctx context.Context, cli *clientv3.Client) error {
 	if s.lease != 0 {

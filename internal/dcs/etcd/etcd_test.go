@@ -562,3 +562,36 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestSetTTLMovesKeysToANewLease(t *testing.T) {
+	t.Parallel()
+	srv := startEtcd(t)
+	ctx := context.Background()
+	s := newStore(t, srv.Endpoints(), "node1", 10*time.Second)
+	if err := s.TouchMember(ctx, member("node1", "5432")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AcquireLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := s.Lease()
+	s.SetTTL(4 * time.Second)
+	if err := s.RenewLeader(ctx); err != nil {
+		t.Fatalf("RenewLeader after SetTTL: %v", err)
+	}
+	if s.Lease() == old {
+		t.Fatal("SetTTL did not lead to a new lease")
+	}
+	v := mustGet(t, s)
+	if v.Leader == nil || v.Leader.Name != "node1" || v.Leader.Lease != s.Lease() {
+		t.Fatalf("leader = %+v, want node1 on the new lease %d", v.Leader, s.Lease())
+	}
+	if _, ok := v.Member("node1"); !ok {
+		t.Fatal("member key lost in the move")
+	}
+	cli := rawClient(t, srv)
+	resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(s.Lease()))
+	if err != nil || resp.GrantedTTL != 4 {
+		t.Fatalf("new lease granted ttl = %v (%v), want 4", resp, err)
+	}
+}
