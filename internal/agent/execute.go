@@ -169,6 +169,17 @@ func (a *Agent) start(ctx context.Context, view *cluster.View, primary bool, lea
 	if !primary {
 		up = a.upstream(view, leader)
 	}
+	a.mu.Lock()
+	clean := !primary && leader != "" && a.handedTo == leader
+	a.handedTo = ""
+	a.mu.Unlock()
+	if clean {
+		// The member we handed over to replayed all our WAL before promoting: our data is a
+		// prefix of its history, so no rewind is needed to follow it.
+		if err := a.o.PG.ClearPrimaryMarker(); err != nil {
+			return err
+		}
+	}
 	if _, err := a.o.PG.WriteConfig(a.dynParams(), !primary, up, a.renderedSyncNames(!primary)); err != nil {
 		return err
 	}
@@ -310,12 +321,12 @@ func (a *Agent) switchover(ctx context.Context, view *cluster.View, target strin
 		return err
 	}
 	a.setFollowing("")
-	a.handOver(ctx, view, target)
+	confirmed := a.handOver(ctx, view, target)
 	if err := a.o.Store.ReleaseLeader(ctx); err != nil {
 		return err
 	}
 	a.mu.Lock()
-	a.held = false
+	a.held, a.handedTo = false, confirmed
 	a.mu.Unlock()
 	return nil
 }

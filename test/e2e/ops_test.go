@@ -86,7 +86,7 @@ func TestOperations(t *testing.T) {
 			{"PATCH", "/config", `{"ttl":"ten"}`, 400, "ttl"},
 			{"PATCH", "/config", `{"ttl":1}`, 400, "ttl"},
 			{"PATCH", "/config", `{"loop_wait":5}`, 400, "loop_wait"},
-			{"PATCH", "/config", `{"synchronous_mode":true}`, 400, "synchronous_mode"},
+			{"PATCH", "/config", `{"failsafe_mode":true}`, 400, "failsafe_mode"},
 			{"PATCH", "/config", `{"postgresql":{"use_slots":"maybe"}}`, 400, "use_slots"},
 			{"PUT", "/config", `{"ttl":1}`, 400, "ttl"},
 			{"POST", "/restart", `{"role":"boss"}`, 400, "PostgreSQL role should be"},
@@ -203,6 +203,11 @@ func TestOperations(t *testing.T) {
 	})
 
 	t.Run("failover to a named candidate", func(t *testing.T) {
+		// Member keys follow /patroni by up to a loop; the API checks candidates against them.
+		waitFor(t, r2.Name+" running in the store", 10*time.Second, func() bool {
+			_, b := call(t, r1, "GET", "/cluster", ``)
+			return strings.Count(b, `"state":"streaming"`) == 2
+		})
 		expect(t, r1, "POST", "/failover", `{"candidate":"`+r2.Name+`"}`, 200, `Successfully failed over to "`+r2.Name+`"`)
 		waitFor(t, "cluster streaming after the failover", bootTimeout, func() bool { return c.Streaming(ctx) })
 		if q, err := c.Primary(ctx); err != nil || q != r2 {
