@@ -34,7 +34,7 @@ func writeEverywhere(c *localcluster.Cluster, stop <-chan struct{}) []commit {
 				case <-time.After(20 * time.Millisecond):
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				us, err := n.QueryInt(ctx, "INSERT INTO freeze (node) VALUES ($1) RETURNING (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", n.Name)
+				us, err := n.QueryInt(ctx, "INSERT INTO freeze_writes (node) VALUES ($1) RETURNING (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", n.Name)
 				cancel()
 				if err == nil {
 					mu.Lock()
@@ -60,7 +60,7 @@ func TestFrozenAgentNoSplitBrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Exec(ctx, "CREATE TABLE freeze (node text)"); err != nil {
+	if err := p.Exec(ctx, "CREATE TABLE freeze_writes (node text)"); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
@@ -70,7 +70,16 @@ func TestFrozenAgentNoSplitBrain(t *testing.T) {
 	if err := p.Signal(syscall.SIGSTOP, 0); err != nil {
 		t.Fatal(err)
 	}
-	np := newPrimary(t, c, p)
+	var np *localcluster.Node
+	waitFor(t, "another member to accept writes", failoverTimeout, func() bool {
+		for _, n := range c.Nodes {
+			if n != p && n.Exec(ctx, "INSERT INTO freeze_writes (node) VALUES ('probe')") == nil {
+				np = n
+				return true
+			}
+		}
+		return false
+	})
 	time.Sleep(12 * time.Second) // 2×ttl frozen in total, writes continue on the new primary
 	if err := p.Signal(syscall.SIGCONT, 0); err != nil {
 		t.Fatal(err)
