@@ -20,10 +20,12 @@ const readyTimeout = 30 * time.Second
 
 // Server is a running embedded etcd.
 type Server struct {
-	etcd       *embed.Etcd
-	clientPort int
-	logLevel   zap.AtomicLevel
-	closeOnce  sync.Once
+	dir                  string
+	clientPort, peerPort int
+
+	mu       sync.Mutex
+	etcd     *embed.Etcd // nil while stopped
+	logLevel zap.AtomicLevel
 }
 
 // Start launches etcd with its data in dir on free loopback ports and waits until it serves.
@@ -51,6 +53,22 @@ func start(dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s := &Server{dir: dir, clientPort: clientPort, peerPort: peerPort}
+	if err := s.run(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Restart starts a stopped server again on the same ports and data (a store outage ending).
+func (s *Server) Restart() error {
+	s.Close()
+	return s.run()
+}
+
+// run starts etcd on the server's ports and data directory and waits until it serves.
+func (s *Server) run() error {
+	dir, clientPort, peerPort := s.dir, s.clientPort, s.peerPort
 	cu := loopbackURL(clientPort)
 	pu := loopbackURL(peerPort)
 
@@ -63,7 +81,7 @@ func start(dir string) (*Server, error) {
 	zc.Level = level
 	lg, err := zc.Build()
 	if err != nil {
-		return nil, fmt.Errorf("while building the embedded etcd logger: %w", err)
+		return fmt.Errorf("while building the embedded etcd logger: %w", err)
 	}
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
@@ -75,19 +93,22 @@ func start(dir string) (*Server, error) {
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("while starting embedded etcd in %s: %w", dir, err)
+		return fmt.Errorf("while starting embedded etcd in %s: %w", dir, err)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
-		return &Server{etcd: e, clientPort: clientPort, logLevel: level}, nil
+		s.mu.Lock()
+		s.etcd, s.logLevel = e, level
+		s.mu.Unlock()
+		return nil
 	case err := <-e.Err():
 		level.SetLevel(zap.FatalLevel)
 		e.Close()
-		return nil, fmt.Errorf("while waiting for embedded etcd to become ready: %w", err)
+		return fmt.Errorf("while waiting for embedded etcd to become ready: %w", err)
 	case <-time.After(readyTimeout):
 		level.SetLevel(zap.FatalLevel)
 		e.Close()
-		return nil, errors.New("while waiting for embedded etcd to become ready: timed out")
+		return errors.New("while waiting for embedded etcd to become ready: timed out")
 	}
 }
 
@@ -102,12 +123,16 @@ func (s *Server) ClientURL() string {
 	return u.String()
 }
 
-// Close stops the server and waits for it to release its ports and data directory.
+// Close stops the server and waits for it to release its ports and data directory. Idempotent.
 func (s *Server) Close() {
-	s.closeOnce.Do(func() {
+	s.mu.Lock()
+	e := s.etcd
+	s.etcd = nil
+	s.mu.Unlock()
+	if e != nil {
 		s.logLevel.SetLevel(zap.FatalLevel)
-		s.etcd.Close()
-	})
+		e.Close()
+	}
 }
 
 func freePort() (int, error) {
