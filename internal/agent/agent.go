@@ -82,29 +82,33 @@ type Agent struct {
 	wake chan struct{}
 	cb   *callbacks
 
-	mu             sync.Mutex // guards the fields below; the loop and long actions share them
-	held           bool
-	lastRenewed    time.Time
-	busy           *ha.Action
-	cancelBusy     context.CancelFunc
-	rewindFail     bool
-	rewound        bool
-	following      string
-	downSince      time.Time
-	notStreaming   time.Time
-	dyn            cluster.DynamicConfig
-	snap           Snapshot
-	lastMember     string
-	lastOptime     int64
-	stopping       bool
-	lastStoreOK    time.Time
-	lastRole       string
-	req            *request // an operator's pending restart or reinitialization
-	waitStart      bool     // its caller waits for the start, not the end
-	forceReload    bool     // POST /reload: reload even if the rendered files did not change
-	handedTo       string   // member that replayed our shutdown checkpoint in a switchover
-	watchdogBroken bool     // the watchdog process did not take a heartbeat
-	syncNames      string   // synchronous_standby_names the leader chose (Decide's SetSyncNames)
+	mu                sync.Mutex // guards the fields below; the loop and long actions share them
+	held              bool
+	lastRenewed       time.Time
+	busy              *ha.Action
+	cancelBusy        context.CancelFunc
+	rewindFail        bool
+	rewound           bool
+	following         string
+	downSince         time.Time
+	notStreaming      time.Time
+	dyn               cluster.DynamicConfig
+	snap              Snapshot
+	lastMember        string
+	lastOptime        int64
+	stopping          bool
+	lastStoreOK       time.Time
+	lastRole          string
+	req               *request          // an operator's pending restart or reinitialization
+	waitStart         bool              // its caller waits for the start, not the end
+	forceReload       bool              // POST /reload: reload even if the rendered files did not change
+	handedTo          string            // member that replayed our shutdown checkpoint in a switchover
+	watchdogBroken    bool              // the watchdog process did not take a heartbeat
+	syncNames         string            // synchronous_standby_names the leader chose (Decide's SetSyncNames)
+	failsafeMembers   map[string]string // the failsafe key as last read
+	failsafeConfirmed time.Time         // every member confirmed us as leader (store down)
+	failsafeLeader    string            // who sent us the last failsafe heartbeat
+	failsafeSeen      time.Time         // and when
 }
 
 // New builds an agent; nothing runs until Run.
@@ -192,7 +196,19 @@ func (a *Agent) cycle(ctx context.Context) bool {
 		a.held = view.Leader != nil && view.Leader.Name == a.o.Name
 	}
 	held, lastRenewed := a.held, a.lastRenewed
+	if view != nil {
+		if view.Failsafe != nil {
+			a.failsafeMembers = view.Failsafe
+		}
+		if held {
+			a.failsafeConfirmed = time.Time{} // the store answers again: renewals count
+		}
+	}
+	failsafe := view == nil && held && a.dyn.FailsafeMode
 	a.mu.Unlock()
+	if failsafe {
+		a.failsafeHeartbeat(ctx)
+	}
 
 	// A key that already names us (agent restarted) must be moved onto our lease before we
 	// trust it; until then its deadline is unknown and fencing would demote a healthy primary.
@@ -220,11 +236,13 @@ func (a *Agent) cycle(ctx context.Context) bool {
 		Now:             time.Now(), // after observing: a slow store or server must not make the lease look younger
 		Self:            ha.Self{Name: a.o.Name, Tags: a.o.Tags},
 		Cluster:         view,
-		Lease:           ha.LeaseState{Held: a.held, LastRenewed: a.lastRenewed},
+		Lease:           ha.LeaseState{Held: a.held, LastRenewed: a.lastRenewed, FailsafeConfirmed: a.failsafeConfirmed},
 		Config:          a.dyn,
 		Busy:            a.busy,
 		Request:         a.dueRequest(start),
 		WatchdogMissing: a.o.WatchdogRequired && (a.o.Watchdog == nil || a.watchdogBroken),
+		FailsafeLeader:  a.failsafeLeader,
+		FailsafeSeen:    a.failsafeSeen,
 	}
 	if local.Ready && local.InRecovery && local.ReplicationState != "streaming" {
 		if a.notStreaming.IsZero() {
@@ -456,6 +474,9 @@ func (a *Agent) feedWatchdog() {
 	}
 	a.mu.Lock()
 	held, last, ttl := a.held, a.lastRenewed, a.dyn.TTLDuration()
+	if a.dyn.FailsafeMode && a.failsafeConfirmed.After(last) {
+		last = a.failsafeConfirmed // every member confirmed this leader during a store outage
+	}
 	a.mu.Unlock()
 	var err error
 	if held && !last.IsZero() {

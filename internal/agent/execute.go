@@ -71,6 +71,12 @@ func (a *Agent) execute(ctx context.Context, d ha.Decision, view *cluster.View, 
 			err = a.o.Store.SetFailover(ctx, cluster.Failover{})
 		case ha.WriteSync:
 			err = a.o.Store.SetSync(ctx, act.Sync)
+		case ha.WriteFailsafe:
+			if err = a.o.Store.SetFailsafe(ctx, act.Failsafe); err == nil {
+				a.mu.Lock()
+				a.failsafeMembers = act.Failsafe // an outage may begin before we read it back
+				a.mu.Unlock()
+			}
 		case ha.SetSyncNames:
 			a.mu.Lock()
 			a.syncNames = act.Value // rendered and reloaded by applyConfig below

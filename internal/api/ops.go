@@ -25,6 +25,7 @@ type Operator interface {
 	CancelScheduledRestart() bool
 	Reinitialize(ctx context.Context) error
 	Reload()
+	FailsafeHeartbeat(leader string) error
 }
 
 func (s *Server) handleOperation(w http.ResponseWriter, r *http.Request, seg string) {
@@ -43,6 +44,7 @@ func (s *Server) handleOperation(w http.ResponseWriter, r *http.Request, seg str
 		{http.MethodPost, "switchover"}:   s.postSwitchover,
 		{http.MethodDelete, "switchover"}: s.deleteSwitchover,
 		{http.MethodPost, "failover"}:     s.postFailover,
+		{http.MethodPost, "failsafe"}:     s.postFailsafe,
 	}
 	h, ok := handlers[route{r.Method, seg}]
 	if !ok {
@@ -109,22 +111,13 @@ func (s *Server) freshView(ctx context.Context) (*cluster.View, error) {
 
 // --- configuration ---
 
-// dynamicKeys are the config keys pgvigil applies. Keys Patroni knows but pgvigil does not
-// implement yet (failsafe_mode, standby_cluster, slots …) are refused rather than stored:
-// accepting a setting without honouring it would promise something pgvigil does not do.
-var dynamicKeys = []string{"ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
-	"master_start_timeout", "pause", "postgresql", "synchronous_mode", "synchronous_mode_strict",
-	"synchronous_node_count", "maximum_lag_on_syncnode"}
-
-var dynamicPGKeys = []string{"use_pg_rewind", "use_slots", "remove_data_directory_on_rewind_failure", "parameters"}
-
 // Validate is the configuration check PATCH/PUT /config run before writing; set by the node
 // (config.ValidateDynamic) so that the API and the file loader apply the same rules.
 type Validate func(cluster.DynamicConfig) error
 
 // checkConfig decodes a whole config object and validates it.
 func (s *Server) checkConfig(m map[string]any) ([]byte, error) {
-	if err := onlyKeys(m, "configuration key (not supported by pgvigil)", dynamicKeys...); err != nil {
+	if err := onlyKeys(m, "configuration key (not supported by pgvigil)", cluster.DynamicKeys...); err != nil {
 		return nil, err
 	}
 	if pg, ok := m["postgresql"]; ok && pg != nil {
@@ -132,7 +125,7 @@ func (s *Server) checkConfig(m map[string]any) ([]byte, error) {
 		if !ok {
 			return nil, errors.New("postgresql: must be an object")
 		}
-		if err := onlyKeys(pm, "configuration key postgresql (not supported by pgvigil)", dynamicPGKeys...); err != nil {
+		if err := onlyKeys(pm, "configuration key postgresql (not supported by pgvigil)", cluster.DynamicPGKeys...); err != nil {
 			return nil, err
 		}
 	}
@@ -360,5 +353,29 @@ func (s *Server) postReinitialize(w http.ResponseWriter, r *http.Request) {
 		textError(w, http.StatusServiceUnavailable, "reinitialize failed: "+err.Error())
 	default:
 		textError(w, http.StatusOK, "reinitialize started")
+	}
+}
+
+// postFailsafe is the failsafe leader's heartbeat during a store outage (failsafe_mode).
+func (s *Server) postFailsafe(w http.ResponseWriter, r *http.Request) {
+	m, err := readObject(r, false)
+	if err != nil {
+		textError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	name, err := str(m, "name")
+	if err != nil || name == "" {
+		textError(w, http.StatusBadRequest, "name: required, a string")
+		return
+	}
+	switch err := s.o.Operator.FailsafeHeartbeat(name); {
+	case errors.Is(err, agent.ErrFailsafeOff):
+		textError(w, http.StatusBadGateway, "failsafe_mode is off")
+	case errors.Is(err, agent.ErrRunningAsLeader):
+		textError(w, http.StatusInternalServerError, "Running as a leader")
+	case err != nil:
+		textError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		textError(w, http.StatusOK, "Accepted")
 	}
 }

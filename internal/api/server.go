@@ -114,6 +114,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 			s.handleHistory(w, r)
 		case "config":
 			s.handleConfig(w, r)
+		case "failsafe":
+			s.handleFailsafe(w, r)
 		case "metrics":
 			if s.o.Metrics == nil {
 				textError(w, http.StatusNotFound, "metrics are not enabled")

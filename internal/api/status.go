@@ -142,3 +142,13 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, v.Config)
 }
+
+// handleFailsafe shows the failsafe key (502 when there is none, as Patroni answers).
+func (s *Server) handleFailsafe(w http.ResponseWriter, r *http.Request) {
+	v := s.o.Source.Snapshot().View
+	if v == nil || v.Failsafe == nil {
+		textError(w, http.StatusBadGateway, "Bad Gateway: no failsafe key")
+		return
+	}
+	writeJSON(w, http.StatusOK, v.Failsafe)
+}

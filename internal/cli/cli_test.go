@@ -133,7 +133,7 @@ func TestEditConfigInvalidRefused(t *testing.T) {
 		{[]string{"--set", "ttl=1"}, "ttl: must be at least 2"},
 		{[]string{"--set", "loop_wait=9"}, "exceeds ttl"},
 		{[]string{"--set", "ttl=ten"}, "ttl"},
-		{[]string{"--set", "failsafe_mode=true"}, "not supported by pgvigil): failsafe_mode"},
+		{[]string{"--set", "standby_cluster=true"}, "not supported by pgvigil): standby_cluster"},
 		{[]string{"--set", "postgresql.pg_hba=[]"}, "postgresql.pg_hba"},
 		{[]string{"--set", "postgresql.use_slots=maybe"}, "use_slots"},
 		{[]string{"--set", "novalue"}, "Invalid parameter setting novalue"},

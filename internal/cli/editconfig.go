@@ -26,15 +26,6 @@ import (
 	"github.com/pgvigil/pgvigil/internal/dcs"
 )
 
-// dynamicKeys and dynamicPGKeys are the config keys pgvigil applies. They copy the lists in
-// internal/api/ops.go (PATCH/PUT /config refuse the same keys); keep the two in step.
-var (
-	dynamicKeys = []string{"ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
-		"master_start_timeout", "pause", "postgresql", "synchronous_mode", "synchronous_mode_strict",
-		"synchronous_node_count", "maximum_lag_on_syncnode"}
-	dynamicPGKeys = []string{"use_pg_rewind", "use_slots", "remove_data_directory_on_rewind_failure", "parameters"}
-)
-
 // ErrConflict is edit-config's answer when the config key moved between read and write.
 var ErrConflict = errors.New("the configuration was changed by someone else since it was read; nothing written")
 
@@ -197,7 +188,7 @@ func applySet(m map[string]any, pair string) error {
 func validateConfig(m map[string]any) ([]byte, error) {
 	var unknown []string
 	for k := range m {
-		if !slices.Contains(dynamicKeys, k) {
+		if !slices.Contains(cluster.DynamicKeys, k) {
 			unknown = append(unknown, k)
 		}
 	}
@@ -207,7 +198,7 @@ func validateConfig(m map[string]any) ([]byte, error) {
 			return nil, errors.New("postgresql: must be a mapping")
 		}
 		for k := range pm {
-			if !slices.Contains(dynamicPGKeys, k) {
+			if !slices.Contains(cluster.DynamicPGKeys, k) {
 				unknown = append(unknown, "postgresql."+k)
 			}
 		}

@@ -212,6 +212,9 @@ type View struct {
 	Status         Status
 	Failover       *Failover // nil when the key is absent or {}
 	Sync           *Sync     // nil when the key is absent
+	// Failsafe is the failsafe key: every member's name and REST URL, written by the leader
+	// while failsafe_mode is on; during a store outage the leader asks each of them.
+	Failsafe map[string]string
 }
 
 // Sync is the sync key: the synchronous standbys the leader has made PostgreSQL wait for.
@@ -272,6 +275,9 @@ type DynamicConfig struct {
 	SynchronousModeStrict bool     `json:"synchronous_mode_strict,omitempty"`
 	SynchronousNodeCount  int      `json:"synchronous_node_count,omitempty"`  // 0 means 1
 	MaximumLagOnSyncnode  int64    `json:"maximum_lag_on_syncnode,omitempty"` // bytes; 0 or less: no limit
+
+	// FailsafeMode keeps a primary writable through a store outage while every member confirms it.
+	FailsafeMode bool `json:"failsafe_mode,omitempty"`
 }
 
 // SyncMode is synchronous_mode: off, on (FIRST n) or quorum (ANY n).
@@ -314,6 +320,17 @@ func (m *SyncMode) UnmarshalJSON(b []byte) error {
 	}
 	return nil
 }
+
+// DynamicKeys and DynamicPGKeys are the config keys pgvigil applies; PATCH/PUT /config and
+// edit-config refuse others. Keys Patroni knows but pgvigil does not implement yet
+// (standby_cluster, slots, ignore_slots …) are refused rather than stored: accepting a setting
+// without honouring it would promise something pgvigil does not do.
+var (
+	DynamicKeys = []string{"ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
+		"master_start_timeout", "pause", "postgresql", "synchronous_mode", "synchronous_mode_strict",
+		"synchronous_node_count", "maximum_lag_on_syncnode", "failsafe_mode"}
+	DynamicPGKeys = []string{"use_pg_rewind", "use_slots", "remove_data_directory_on_rewind_failure", "parameters"}
+)
 
 // SyncCount is synchronous_node_count with its default of 1.
 func (c DynamicConfig) SyncCount() int { return max(c.SynchronousNodeCount, 1) }

@@ -414,14 +414,14 @@ func TestUnknownKeysWarn(t *testing.T) {
 	doc := baseDoc(t, fakeBinDir(t, "15.18"))
 	doc["watchdog"] = map[string]any{"mode": "off", "device": "/dev/watchdog"}
 	set(doc, "postgresql.foo_bar", 1)
-	set(doc, "bootstrap.dcs.failsafe_mode", true)
+	set(doc, "bootstrap.dcs.standby_cluster", true)
 	set(doc, "postgresql.authentication.superuser.sslmode", "require")
 	log, buf := bufLogger()
 	if _, err := Parse(marshal(t, doc), nil, log); err != nil {
 		t.Fatal(err)
 	}
 	out := buf.String()
-	for _, k := range []string{"watchdog.device", "postgresql.foo_bar", "bootstrap.dcs.failsafe_mode", "postgresql.authentication.superuser.sslmode"} {
+	for _, k := range []string{"watchdog.device", "postgresql.foo_bar", "bootstrap.dcs.standby_cluster", "postgresql.authentication.superuser.sslmode"} {
 		if !strings.Contains(out, `msg="unknown configuration key" key=`+k+"\n") {
 			t.Errorf("no warning for %s in:\n%s", k, out)
 		}

@@ -414,6 +414,8 @@ func (d *decoder) dcs(n *yaml.Node, path string, dc *cluster.DynamicConfig) {
 			if err := dc.SynchronousMode.UnmarshalJSON([]byte(strconv.Quote(str))); err != nil {
 				d.fail(p, "must be off, on or quorum, got %q", str)
 			}
+		case "failsafe_mode":
+			d.boolean(v, p, &dc.FailsafeMode)
 		case "synchronous_mode_strict":
 			d.boolean(v, p, &dc.SynchronousModeStrict)
 		case "synchronous_node_count":

@@ -74,6 +74,8 @@ type Store interface {
 	SetFailover(ctx context.Context, f cluster.Failover) error
 	// SetSync writes the sync key; nil deletes it (synchronous_mode off).
 	SetSync(ctx context.Context, s *cluster.Sync) error
+	// SetFailsafe writes the failsafe key: member name → REST API URL.
+	SetFailsafe(ctx context.Context, members map[string]string) error
 	// SetHistory replaces the history key.
 	SetHistory(ctx context.Context, h []cluster.HistoryEntry) error
 	// SetStatus writes the status key (leader optime).

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -58,7 +59,24 @@ func act(verdict string, actions ...Action) Decision {
 // (validated) is the budget for stopping PostgreSQL before anyone else may take the key.
 func leaseLapsing(o Observation) bool {
 	budget := o.Config.LoopDuration() + o.Config.RetryDuration()
-	return o.Now.Sub(o.Lease.LastRenewed) >= budget
+	return o.Now.Sub(lastConfirmed(o)) >= budget
+}
+
+// lastConfirmed is the last moment this leader's role was confirmed: by the store, or with
+// failsafe_mode during a store outage, by every member.
+func lastConfirmed(o Observation) time.Time {
+	if o.Config.FailsafeMode && o.Lease.FailsafeConfirmed.After(o.Lease.LastRenewed) {
+		return o.Lease.FailsafeConfirmed
+	}
+	return o.Lease.LastRenewed
+}
+
+// failsafeLeader reports whether this member kept the primary through a store outage with every
+// member's confirmation within the last ttl: when the store returns without its key, it takes
+// the key back rather than demote (the others do not race for that long).
+func failsafeLeader(o Observation) bool {
+	return o.Config.FailsafeMode && !o.Lease.FailsafeConfirmed.IsZero() &&
+		o.Now.Sub(o.Lease.FailsafeConfirmed) < o.Config.TTLDuration()
 }
 
 // fence enforces safety rule 1: PostgreSQL is read-write only under a held, live leader key.
@@ -67,12 +85,16 @@ func fence(o Observation) (Decision, bool) {
 	promoting := o.Busy != nil && o.Busy.Kind == Promote
 	if o.Lease.Held && leaseLapsing(o) {
 		verdict := fmt.Sprintf("demoting self because the leader lock could not be renewed for %s",
-			o.Now.Sub(o.Lease.LastRenewed).Round(100_000_000))
+			o.Now.Sub(lastConfirmed(o)).Round(100_000_000))
 		if primary || promoting {
 			// A promotion in flight cannot be recalled: stopping the server is the only fence.
 			return act(verdict, Action{Kind: Demote, Mode: ModeImmediate}, Action{Kind: ReleaseLeader}), true
 		}
 		return act("releasing leader lock that could not be renewed in time", Action{Kind: ReleaseLeader}), true
+	}
+	if primary && !o.Lease.Held && o.Cluster != nil && o.Cluster.Leader == nil && o.Local.Ready && failsafeLeader(o) {
+		return act("store is back without the leader key: the failsafe leader takes it again",
+			Action{Kind: AcquireLeader}), true
 	}
 	if primary && !o.Lease.Held {
 		// Includes a primary that does not accept connections (max_connections exhausted, hung):
@@ -96,6 +118,9 @@ func busy(o Observation) Decision {
 }
 
 func noStore(o Observation) Decision {
+	if o.Lease.Held && o.Config.FailsafeMode && o.Lease.FailsafeConfirmed.After(o.Lease.LastRenewed) {
+		return act("store not accessible; failsafe mode: every member confirmed me as the leader", Action{Kind: RenewLeader})
+	}
 	if o.Lease.Held {
 		deadline := o.Lease.LastRenewed.Add(o.Config.LoopDuration() + o.Config.RetryDuration())
 		return act(fmt.Sprintf("store not accessible; keeping the leader role at most %s more",
@@ -249,6 +274,11 @@ func leader(o Observation) Decision {
 	}
 	syncActs, note := syncDuty(o)
 	actions = append(actions, syncActs...)
+	if o.Config.FailsafeMode {
+		if want := failsafeMembers(o); !maps.Equal(want, o.Cluster.Failsafe) {
+			actions = append(actions, Action{Kind: WriteFailsafe, Failsafe: want})
+		}
+	}
 	return act(fmt.Sprintf("no action: I am (%s), the leader with the lock%s", o.Self.Name, note), actions...)
 }
 
@@ -287,6 +317,11 @@ func race(o Observation) Decision {
 	}
 	if o.WatchdogMissing {
 		return act("not racing for the leader lock: the watchdog is required but not running")
+	}
+	if o.Config.FailsafeMode && o.FailsafeLeader != "" && o.FailsafeLeader != o.Self.Name &&
+		o.Now.Sub(o.FailsafeSeen) < o.Config.TTLDuration() {
+		return act(fmt.Sprintf("not racing for the leader lock: %s kept the primary in failsafe mode %s ago",
+			o.FailsafeLeader, o.Now.Sub(o.FailsafeSeen).Round(100_000_000)))
 	}
 	if f := o.Cluster.Failover; f.Due(o.Now) && f.Member != "" {
 		if f.Member == o.Self.Name {
@@ -473,4 +508,15 @@ func unsafeCandidate(o Observation) string {
 		}
 	}
 	return ""
+}
+
+// failsafeMembers is the failsafe key the leader keeps: every member with a REST URL.
+func failsafeMembers(o Observation) map[string]string {
+	out := map[string]string{}
+	for _, m := range o.Cluster.Members {
+		if m.APIURL != "" {
+			out[m.Name] = m.APIURL
+		}
+	}
+	return out
 }

@@ -17,7 +17,7 @@ type decideCase struct {
 }
 
 func TestDecide(t *testing.T) {
-	for _, tc := range slices.Concat(decideCases(), operationCases(), syncCases(), candidateCases()) {
+	for _, tc := range slices.Concat(decideCases(), operationCases(), syncCases(), candidateCases(), failsafeCases()) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := Decide(tc.obs)
 			if got, want := shape(d.Actions), shape(tc.want); got != want {

@@ -25,6 +25,10 @@ func randomObservation(r *rand.Rand) Observation {
 	o.Config.Pause = r.IntN(6) == 0
 	o.Config.SynchronousMode = pick(r, []cluster.SyncMode{cluster.SyncOff, cluster.SyncOff, cluster.SyncOff, cluster.SyncOn, cluster.SyncQuorum})
 	o.WatchdogMissing = r.IntN(8) == 0
+	o.Config.FailsafeMode = r.IntN(4) == 0
+	if r.IntN(3) == 0 {
+		o.Lease.FailsafeConfirmed = t0.Add(-time.Duration(r.IntN(12_000)) * time.Millisecond)
+	}
 	if r.IntN(6) != 0 {
 		v := randomView(r)
 		v.Config, v.HasConfig = o.Config, true
@@ -195,7 +199,8 @@ func TestDecideProperties(t *testing.T) {
 
 		// Safety rule 1: no lease, or a lease past its renewal budget, never yields a primary,
 		// and a running primary in that situation is fenced.
-		if !o.Lease.Held || lapsing(o) {
+		// failsafe_mode is the documented exception: every member confirmed the leader.
+		if (!o.Lease.Held || lapsing(o)) && !failsafeLeader(o) {
 			if d.Has(Promote) || d.Has(StartPrimary) {
 				fail("rule 1: promote/start primary without a live lease")
 			}
@@ -209,7 +214,7 @@ func TestDecideProperties(t *testing.T) {
 			}
 		}
 		// In synchronous modes only a member of the sync key races (or is promoted after it).
-		if o.Config.SynchronousMode != cluster.SyncOff && d.Has(AcquireLeader) && o.Cluster != nil &&
+		if o.Config.SynchronousMode != cluster.SyncOff && d.Has(AcquireLeader) && o.Cluster != nil && o.Local.InRecovery &&
 			!o.Cluster.IsSyncStandby(o.Self.Name) && !(o.Cluster.Initialize == nil) {
 			fail("synchronous mode: a member outside the sync key races for the leader lock")
 		}

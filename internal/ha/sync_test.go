@@ -174,3 +174,60 @@ func TestSyncNames(t *testing.T) {
 		}
 	}
 }
+
+func failsafeOn(c *cluster.DynamicConfig) { c.FailsafeMode = true }
+
+// failsafeCases: failsafe_mode keeps a primary through a store outage only with every member's
+// confirmation, and lets it take its key back when the store returns.
+func failsafeCases() []decideCase {
+	s := time.Second
+	confirmed := func(ago time.Duration) func(*obsBuilder) *obsBuilder {
+		return func(b *obsBuilder) *obsBuilder { b.o.Lease.FailsafeConfirmed = t0.Add(-ago); return b }
+	}
+	return []decideCase{
+		{
+			name: "store down, failsafe confirmed by every member: stay primary",
+			obs: confirmed(time.Second)(observe(self("node1")).local(runningPrimary(100)).storeUnreadable().
+				leaseHeld(renewedAgo(8 * s)).config(failsafeOn)).build(),
+			want: acts(do(RenewLeader)), verdict: "failsafe mode: every member confirmed me as the leader",
+		},
+		{
+			name: "store down, failsafe confirmations stopped: demote",
+			obs: confirmed(5 * s)(observe(self("node1")).local(runningPrimary(100)).storeUnreadable().
+				leaseHeld(renewedAgo(8 * s)).config(failsafeOn)).build(),
+			want: acts(doMode(Demote, ModeImmediate), do(ReleaseLeader)), verdict: "could not be renewed for 5s",
+		},
+		{
+			name: "store down, failsafe off: demote as usual",
+			obs: confirmed(time.Second)(observe(self("node1")).local(runningPrimary(100)).storeUnreadable().
+				leaseHeld(renewedAgo(8 * s))).build(),
+			want: acts(doMode(Demote, ModeImmediate), do(ReleaseLeader)), verdict: "could not be renewed for 8s",
+		},
+		{
+			name: "store back without the key: the failsafe leader takes it again",
+			obs: confirmed(2 * s)(observe(self("node1")).local(runningPrimary(100)).
+				view(view().member(primaryMember("node1"), running("node2"))).config(failsafeOn)).build(),
+			want: acts(do(AcquireLeader)), verdict: "the failsafe leader takes it again",
+		},
+		{
+			name: "a replica that heard the failsafe leader within a ttl does not race",
+			obs: func() Observation {
+				o := observe(self("node2")).local(runningReplica(100)).
+					view(view().member(running("node1"), running("node2"))).config(failsafeOn).build()
+				o.FailsafeLeader, o.FailsafeSeen = "node1", t0.Add(-3*s)
+				return o
+			}(),
+			want: none(), verdict: "node1 kept the primary in failsafe mode",
+		},
+		{
+			name: "leader keeps the failsafe key in step with the members",
+			obs: func() Observation {
+				o := leaderWith(nil, nil, "", failsafeOn)
+				o.Cluster.Members[1].APIURL = "http://127.0.0.1:8009/patroni"
+				o.Cluster.Failsafe = map[string]string{"node9": "http://gone/patroni"}
+				return o
+			}(),
+			want: acts(do(RenewLeader), Action{Kind: WriteFailsafe}), verdict: "the leader with the lock",
+		},
+	}
+}

@@ -31,6 +31,7 @@ const (
 	Switchover    Kind = "switchover"     // leader: stop cleanly, let Target (or any replica) receive everything, release the key
 	SetSyncNames  Kind = "set_sync_names" // leader: synchronous_standby_names = Value, by reload
 	WriteSync     Kind = "write_sync"     // leader: the sync key = Sync (nil: delete it)
+	WriteFailsafe Kind = "write_failsafe" // leader: the failsafe key = Failsafe
 	ClearFailover Kind = "clear_failover" // write {} to the failover key: the request is done or rejected
 	Restart       Kind = "restart"        // operator request: stop fast and start again in the same role
 )
@@ -49,6 +50,8 @@ type Action struct {
 	Slots  []string      // slot names for SyncSlots
 	Value  string        // synchronous_standby_names for SetSyncNames
 	Sync   *cluster.Sync // the sync key for WriteSync; nil deletes it
+	// Failsafe is the failsafe key for WriteFailsafe.
+	Failsafe map[string]string
 }
 
 // Long reports whether the action runs asynchronously.
@@ -117,6 +120,9 @@ type Standby struct {
 type LeaseState struct {
 	Held        bool      // the leader key names this member
 	LastRenewed time.Time // start of the last successful renewal (monotonic clock)
+	// FailsafeConfirmed is when, during a store outage with failsafe_mode on, every member in
+	// the failsafe key last confirmed this leader; it counts as a renewal (see leaseLapsing).
+	FailsafeConfirmed time.Time
 }
 
 // Peer is another member's answer to GET /patroni during a leader race.
@@ -150,6 +156,10 @@ type Observation struct {
 	// WatchdogMissing: watchdog.mode is required but the watchdog is not running, so this
 	// member may not become primary.
 	WatchdogMissing bool
+	// FailsafeLeader sent this member a failsafe heartbeat at FailsafeSeen: it kept the primary
+	// through a store outage, so nobody else may race for its key for a ttl after that.
+	FailsafeLeader string
+	FailsafeSeen   time.Time
 }
 
 // Decision is the outcome of one cycle.

@@ -79,6 +79,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			log.Warn("running without a watchdog", "err", err)
 		}
 	}
+	if u := cfg.RestAPI.Auth; u.Username != "" {
+		// Members authenticate to each other for the mutating calls (POST /failsafe).
+		next := peerClient.Transport
+		if next == nil {
+			next = http.DefaultTransport
+		}
+		peerClient.Transport = basicAuth{user: u.Username, pass: u.Password, next: next}
+	}
 	instrumented := mc.InstrumentStore(store)
 	a := agent.New(agent.Options{
 		Name: cfg.Name, Scope: cfg.Scope, Tags: cfg.Tags, ConnURL: cfg.ConnURL(), APIURL: cfg.APIURL(),
@@ -133,4 +141,16 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return err
+}
+
+// basicAuth adds the REST API credentials to a member's calls to its peers.
+type basicAuth struct {
+	user, pass string
+	next       http.RoundTripper
+}
+
+func (b basicAuth) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.SetBasicAuth(b.user, b.pass)
+	return b.next.RoundTrip(r)
 }

@@ -491,7 +491,7 @@ func TestCLI(t *testing.T) {
 			{[]string{"--pg", "work_mem_x=1"}, "unknown PostgreSQL parameter work_mem_x"},
 			{[]string{"--pg", "work_mem=lots"}, `invalid value for parameter "work_mem": "lots"`},
 			{[]string{"--pg", "wal_level=bogus"}, "wal_level"},
-			{[]string{"--set", "failsafe_mode=true"}, "failsafe_mode"},
+			{[]string{"--set", "standby_cluster=true"}, "standby_cluster"},
 		} {
 			mustRefuse(t, ctlConf(t, conf, append([]string{"edit-config", "--force"}, tc.args...)...), tc.want)
 			if after, _ := c.StoreValue(ctx, "config"); after != before {

@@ -86,7 +86,7 @@ func TestOperations(t *testing.T) {
 			{"PATCH", "/config", `{"ttl":"ten"}`, 400, "ttl"},
 			{"PATCH", "/config", `{"ttl":1}`, 400, "ttl"},
 			{"PATCH", "/config", `{"loop_wait":5}`, 400, "loop_wait"},
-			{"PATCH", "/config", `{"failsafe_mode":true}`, 400, "failsafe_mode"},
+			{"PATCH", "/config", `{"standby_cluster":{"host":"x"}}`, 400, "standby_cluster"},
 			{"PATCH", "/config", `{"postgresql":{"use_slots":"maybe"}}`, 400, "use_slots"},
 			{"PUT", "/config", `{"ttl":1}`, 400, "ttl"},
 			{"POST", "/restart", `{"role":"boss"}`, 400, "PostgreSQL role should be"},

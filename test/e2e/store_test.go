@@ -100,3 +100,56 @@ func TestStoreUnreachableAtStart(t *testing.T) {
 		t.Fatal("agent exited while the store was unreachable")
 	}
 }
+
+// TestFailsafeKeepsPrimaryThroughStoreOutage: with failsafe_mode on and every member up, a store
+// outage of 3×ttl leaves the primary writable (each member confirms it over REST), and the
+// cluster carries on when the store returns.
+func TestFailsafeKeepsPrimaryThroughStoreOutage(t *testing.T) {
+	ctx := context.Background()
+	c := startCluster(t, 3)
+	waitFor(t, "all members streaming", bootTimeout, func() bool { return c.Streaming(ctx) })
+	p, err := c.Primary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, p, "PATCH", "/config", `{"failsafe_mode":true}`, 200, `"failsafe_mode":true`)
+	waitFor(t, "the failsafe key with every member", 30*time.Second, func() bool {
+		v, _ := c.StoreValue(ctx, "failsafe")
+		return strings.Count(v, "/patroni") == 3
+	})
+	for _, n := range c.Nodes { // each member applies the config in its next loop
+		waitFor(t, n.Name+" in failsafe mode", 10*time.Second, func() bool {
+			_, b := call(t, n, "GET", "/config", ``)
+			return strings.Contains(b, `"failsafe_mode":true`)
+		})
+	}
+	if err := p.Exec(ctx, "CREATE TABLE fs (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	lost := time.Now()
+	c.Etcd.Close()
+	for i := 0; time.Since(lost) < 18*time.Second; i++ {
+		if err := p.Exec(ctx, "INSERT INTO fs VALUES ($1)", i); err != nil {
+			t.Fatalf("the primary stopped accepting writes %.1fs into the outage despite failsafe mode: %v", time.Since(lost).Seconds(), err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, n := range c.Nodes {
+		if n != p && n.Exec(ctx, "INSERT INTO fs VALUES (-1)") == nil {
+			t.Fatalf("%s accepted a write during the outage", n.Name)
+		}
+	}
+	if b, _ := os.ReadFile(p.LogPath); !strings.Contains(string(b), "failsafe mode: every member confirmed me as the leader") {
+		t.Fatal("no failsafe verdict in the primary's log")
+	}
+	if err := c.Etcd.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "one primary and streaming replicas after the outage", bootTimeout, func() bool { return c.Streaming(ctx) })
+	if q, err := c.Primary(ctx); err != nil || q != p {
+		t.Fatalf("primary after the outage = %v (%v), want %s", q, err, p.Name)
+	}
+	if err := p.Exec(ctx, "INSERT INTO fs VALUES (1000)"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -244,6 +244,13 @@ func (s *Store) Get(ctx context.Context) (*cluster.View, error) {
 			if sy.SyncStandby != nil {
 				v.Sync.SyncStandby = *sy.SyncStandby
 			}
+		case k == dcs.KeyFailsafe:
+			var fs map[string]string
+			if err := json.Unmarshal(kv.Value, &fs); err != nil {
+				s.log.Warn("skipping malformed failsafe key", "key", string(kv.Key), "err", err)
+				continue
+			}
+			v.Failsafe = fs
 		case k == dcs.KeyFailover:
 			var f cluster.Failover
 			if err := json.Unmarshal(kv.Value, &f); err != nil {
@@ -655,6 +662,15 @@ func (s *Store) SetSync(ctx context.Context, sy *cluster.Sync) error {
 		return fmt.Errorf("while encoding the sync key: %w", err)
 	}
 	return s.put(ctx, "writing the sync key", dcs.KeySync, string(val))
+}
+
+// SetFailsafe writes the failsafe key as Patroni does: {"name": "api_url", …}.
+func (s *Store) SetFailsafe(ctx context.Context, members map[string]string) error {
+	val, err := json.Marshal(members)
+	if err != nil {
+		return fmt.Errorf("while encoding the failsafe key: %w", err)
+	}
+	return s.put(ctx, "writing the failsafe key", dcs.KeyFailsafe, string(val))
 }
 
 // SetHistory replaces the history key.
