@@ -50,6 +50,9 @@ type Options struct {
 	Extra string
 	// Callbacks installs a script per node that appends "<event> <role> <scope>" to CallbackLog.
 	Callbacks bool
+	// Partitionable routes each node's links through proxies (its etcd connection, and the
+	// addresses other members use for its PostgreSQL and REST API), so Isolate can cut it off.
+	Partitionable bool
 }
 
 // Node is one member: its ports, files and process.
@@ -63,6 +66,8 @@ type Node struct {
 	CallbackLog string
 	PGPort      int
 	APIPort     int
+
+	proxies []*Proxy // with Options.Partitionable: etcd, PostgreSQL and REST links
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -153,10 +158,26 @@ func (c *Cluster) newNode(name string) (*Node, error) {
 			callbacks += fmt.Sprintf("    %s: %s\n", ev, script)
 		}
 	}
+	etcdHosts := strings.Join(c.Etcd.Endpoints(), ",")
+	pgConnect, apiConnect := fmt.Sprintf("127.0.0.1:%d", pg), fmt.Sprintf("127.0.0.1:%d", apiPort)
+	if c.opts.Partitionable {
+		for _, link := range []struct {
+			target string
+			addr   *string
+		}{{c.Etcd.Endpoints()[0], &etcdHosts}, {pgConnect, &pgConnect}, {apiConnect, &apiConnect}} {
+			px, err := NewProxy(link.target)
+			if err != nil {
+				return nil, err
+			}
+			n.proxies = append(n.proxies, px)
+			*link.addr = px.Addr()
+		}
+	}
 	cfg := fmt.Sprintf(`scope: %s
 name: %s
 restapi:
   listen: 127.0.0.1:%d
+  connect_address: %s
 etcd3:
   hosts: %s
 bootstrap:
@@ -169,6 +190,7 @@ bootstrap:
       use_slots: true
 postgresql:
   listen: 127.0.0.1:%d
+  connect_address: %s
   data_dir: %s
   authentication:
     superuser: {username: %s, password: %s}
@@ -176,8 +198,8 @@ postgresql:
   parameters:
     shared_buffers: 32MB
     max_connections: 50
-%s%s`, c.opts.Scope, name, apiPort, strings.Join(c.Etcd.Endpoints(), ","), c.opts.TTL, c.opts.LoopWait, c.opts.RetryTimeout,
-		pg, n.DataDir, Superuser, SuperPass, Replicator, ReplPass, callbacks, c.opts.Extra)
+%s%s`, c.opts.Scope, name, apiPort, apiConnect, etcdHosts, c.opts.TTL, c.opts.LoopWait, c.opts.RetryTimeout,
+		pg, pgConnect, n.DataDir, Superuser, SuperPass, Replicator, ReplPass, callbacks, c.opts.Extra)
 	return n, os.WriteFile(n.ConfigPath, []byte(cfg), 0o600)
 }
 
@@ -281,6 +303,21 @@ func (n *Node) Crash() error {
 		_ = syscall.Kill(pm, syscall.SIGKILL)
 	}
 	return nil
+}
+
+// Isolate cuts the node off the network: from the store, and from the other members (its
+// PostgreSQL and REST API as they reach them). Clients connecting to its own ports still reach it.
+func (n *Node) Isolate() {
+	for _, p := range n.proxies {
+		p.Cut()
+	}
+}
+
+// Reconnect undoes Isolate.
+func (n *Node) Reconnect() {
+	for _, p := range n.proxies {
+		p.Heal()
+	}
 }
 
 // KillAgent SIGKILLs the agent alone, leaving its PostgreSQL (and its watchdog) running.
@@ -449,6 +486,11 @@ func (c *Cluster) Close() {
 	}
 	wg.Wait()
 	c.Etcd.Close()
+	for _, n := range c.Nodes {
+		for _, p := range n.proxies {
+			p.Close()
+		}
+	}
 }
 
 // StoreValue reads one key under the cluster's prefix straight from etcd ("" when absent).

@@ -26,8 +26,15 @@ func startCluster(t *testing.T, nodes int) *localcluster.Cluster {
 // startClusterWith appends extra YAML to every node's configuration.
 func startClusterWith(t *testing.T, nodes int, extra string) *localcluster.Cluster {
 	t.Helper()
-	c, err := localcluster.Start(localcluster.Options{Dir: workDir(t), Nodes: nodes, Binary: binary,
-		TTL: 6, LoopWait: 1, RetryTimeout: 2, Callbacks: true, Extra: extra})
+	return startClusterOptions(t, localcluster.Options{Nodes: nodes, Extra: extra})
+}
+
+// startClusterOptions starts a cluster with the suite's timings (ttl 6, loop_wait 1,
+// retry_timeout 2) and callbacks, and dumps the nodes' logs when the test fails.
+func startClusterOptions(t *testing.T, o localcluster.Options) *localcluster.Cluster {
+	t.Helper()
+	o.Dir, o.Binary, o.TTL, o.LoopWait, o.RetryTimeout, o.Callbacks = workDir(t), binary, 6, 1, 2, true
+	c, err := localcluster.Start(o)
 	if err != nil {
 		t.Fatal(err)
 	}
