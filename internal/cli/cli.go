@@ -169,6 +169,20 @@ type session struct {
 }
 
 // open resolves the target and connects. The caller closes the session.
+// with opens the cluster named by the optional SCOPE argument, runs f and closes it.
+func (o *globalOpts) with(a *App, args []string, f func(*session) error) error {
+	scope := ""
+	if len(args) > 0 {
+		scope = args[0]
+	}
+	s, err := o.open(a, scope)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return f(s)
+}
+
 func (o *globalOpts) open(a *App, scope string) (*session, error) {
 	t, err := o.target(a, scope)
 	if err != nil {

@@ -379,16 +379,9 @@ func editConfigCmd(a *App) *cobra.Command {
 		Short: "Change the dynamic configuration: --set, --pg, --apply, --replace, or $EDITOR",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			scope := ""
-			if len(args) > 0 {
-				scope = args[0]
-			}
-			s, err := g.open(a, scope)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			return s.editConfig(o)
+			return g.with(a, args, func(s *session) error {
+				return s.editConfig(o)
+			})
 		},
 	}
 	g.register(cmd)

@@ -391,21 +391,14 @@ func runList(a *App, g *globalOpts, args []string, format string, extended, topo
 	if watch < 0 {
 		return errors.New("--watch: must not be negative")
 	}
-	scope := ""
-	if len(args) > 0 {
-		scope = args[0]
-	}
-	s, err := g.open(a, scope)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	return a.watchLoop(time.Duration(watch)*time.Second, func() error {
-		v, err := s.view()
-		if err != nil {
-			return err
-		}
-		return s.printMembers(v, extended, topology, format)
+	return g.with(a, args, func(s *session) error {
+		return a.watchLoop(time.Duration(watch)*time.Second, func() error {
+			v, err := s.view()
+			if err != nil {
+				return err
+			}
+			return s.printMembers(v, extended, topology, format)
+		})
 	})
 }
 
@@ -420,24 +413,17 @@ func historyCmd(a *App) *cobra.Command {
 			if err := checkFormat(format, tableFormats...); err != nil {
 				return err
 			}
-			scope := ""
-			if len(args) > 0 {
-				scope = args[0]
-			}
-			s, err := g.open(a, scope)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			v, err := s.view()
-			if err != nil {
-				return err
-			}
-			t := &table{columns: []string{"TL", "LSN", "Reason", "Timestamp", "New Leader"}, right: map[string]bool{"TL": true, "LSN": true}}
-			for _, h := range v.History {
-				t.rows = append(t.rows, []any{h.Timeline, h.LSN, h.Reason, h.Timestamp, h.NewLeader})
-			}
-			return t.write(a.Out, format)
+			return g.with(a, args, func(s *session) error {
+				v, err := s.view()
+				if err != nil {
+					return err
+				}
+				t := &table{columns: []string{"TL", "LSN", "Reason", "Timestamp", "New Leader"}, right: map[string]bool{"TL": true, "LSN": true}}
+				for _, h := range v.History {
+					t.rows = append(t.rows, []any{h.Timeline, h.LSN, h.Reason, h.Timestamp, h.NewLeader})
+				}
+				return t.write(a.Out, format)
+			})
 		},
 	}
 	g.register(cmd)
@@ -459,26 +445,19 @@ func dsnCmd(a *App) *cobra.Command {
 			if err := checkFormat(role, "", "leader", "primary", "master", "replica", "standby", "any"); err != nil {
 				return fmt.Errorf("--role: %w", err)
 			}
-			scope := ""
-			if len(args) > 0 {
-				scope = args[0]
-			}
-			s, err := g.open(a, scope)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			v, err := s.view()
-			if err != nil {
-				return err
-			}
-			m, ok := pickMember(v, role, member)
-			if !ok {
-				return errors.New("Can not find a suitable member")
-			}
-			h, p := m.HostPort()
-			fmt.Fprintf(a.Out, "host=%s port=%d\n", h, p)
-			return nil
+			return g.with(a, args, func(s *session) error {
+				v, err := s.view()
+				if err != nil {
+					return err
+				}
+				m, ok := pickMember(v, role, member)
+				if !ok {
+					return errors.New("Can not find a suitable member")
+				}
+				h, p := m.HostPort()
+				fmt.Fprintf(a.Out, "host=%s port=%d\n", h, p)
+				return nil
+			})
 		},
 	}
 	g.register(cmd)
@@ -536,32 +515,25 @@ func showConfigCmd(a *App) *cobra.Command {
 		Short: "Print the dynamic configuration (the config key) as YAML",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			scope := ""
-			if len(args) > 0 {
-				scope = args[0]
-			}
-			s, err := g.open(a, scope)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			v, err := s.view()
-			if err != nil {
-				return err
-			}
-			if len(v.ConfigRaw) == 0 {
-				return fmt.Errorf("The config key does not exist in the cluster %s", s.t.Scope)
-			}
-			m, err := decodeConfig(v.ConfigRaw)
-			if err != nil {
-				return err
-			}
-			text, err := configYAML(m)
-			if err != nil {
-				return err
-			}
-			fmt.Fprint(a.Out, text)
-			return nil
+			return g.with(a, args, func(s *session) error {
+				v, err := s.view()
+				if err != nil {
+					return err
+				}
+				if len(v.ConfigRaw) == 0 {
+					return fmt.Errorf("The config key does not exist in the cluster %s", s.t.Scope)
+				}
+				m, err := decodeConfig(v.ConfigRaw)
+				if err != nil {
+					return err
+				}
+				text, err := configYAML(m)
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(a.Out, text)
+				return nil
+			})
 		},
 	}
 	g.register(cmd)

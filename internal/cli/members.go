@@ -382,16 +382,9 @@ func pauseCmd(a *App, pause bool) *cobra.Command {
 		Short: short,
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			scope := ""
-			if len(args) > 0 {
-				scope = args[0]
-			}
-			s, err := g.open(a, scope)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			return s.togglePause(pause, wait)
+			return g.with(a, args, func(s *session) error {
+				return s.togglePause(pause, wait)
+			})
 		},
 	}
 	g.register(cmd)

@@ -162,19 +162,12 @@ func switchoverCmd(a *App) *cobra.Command {
 		Short: "Hand the leader role to a replica, losing nothing (now, or at --scheduled)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			scope := ""
-			if len(args) > 0 {
-				scope = args[0]
-			}
-			s, err := g.open(a, scope)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			if cancel {
-				return s.cancelSwitchover()
-			}
-			return s.switchover(p, scheduled, cmd.Flags().Changed("scheduled"), force)
+			return g.with(a, args, func(s *session) error {
+				if cancel {
+					return s.cancelSwitchover()
+				}
+				return s.switchover(p, scheduled, cmd.Flags().Changed("scheduled"), force)
+			})
 		},
 	}
 	g.register(cmd)
@@ -312,16 +305,9 @@ func failoverCmd(a *App) *cobra.Command {
 		Short: "Promote a named replica now, without the switchover's hand-over (may lose data)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			scope := ""
-			if len(args) > 0 {
-				scope = args[0]
-			}
-			s, err := g.open(a, scope)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			return s.failover(candidate, force)
+			return g.with(a, args, func(s *session) error {
+				return s.failover(candidate, force)
+			})
 		},
 	}
 	g.register(cmd)
