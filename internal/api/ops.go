@@ -146,25 +146,6 @@ func (s *Server) checkConfig(m map[string]any) ([]byte, error) {
 	return raw, nil
 }
 
-// mergePatch applies an RFC 7386 merge patch: objects merge, null removes, the rest replaces.
-func mergePatch(dst, patch map[string]any) map[string]any {
-	if dst == nil {
-		dst = map[string]any{}
-	}
-	for k, v := range patch {
-		switch pv := v.(type) {
-		case nil:
-			delete(dst, k)
-		case map[string]any:
-			dv, _ := dst[k].(map[string]any)
-			dst[k] = mergePatch(dv, pv)
-		default:
-			dst[k] = v
-		}
-	}
-	return dst
-}
-
 func (s *Server) patchConfig(w http.ResponseWriter, r *http.Request) {
 	patch, err := readObject(r, false)
 	if err != nil {
@@ -187,7 +168,7 @@ func (s *Server) patchConfig(w http.ResponseWriter, r *http.Request) {
 		textError(w, http.StatusServiceUnavailable, "the stored config key is not a JSON object")
 		return
 	}
-	raw, err := s.checkConfig(mergePatch(cur, patch))
+	raw, err := s.checkConfig(cluster.MergePatch(cur, patch))
 	if err != nil {
 		textError(w, http.StatusBadRequest, err.Error())
 		return

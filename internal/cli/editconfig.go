@@ -121,25 +121,6 @@ func deepCopy(m map[string]any) map[string]any {
 	return out
 }
 
-// mergePatch applies a merge patch as PATCH /config does: objects merge, null removes.
-func mergePatch(dst, patch map[string]any) map[string]any {
-	if dst == nil {
-		dst = map[string]any{}
-	}
-	for k, v := range patch {
-		switch pv := v.(type) {
-		case nil:
-			delete(dst, k)
-		case map[string]any:
-			dv, _ := dst[k].(map[string]any)
-			dst[k] = mergePatch(dv, pv)
-		default:
-			dst[k] = v
-		}
-	}
-	return dst
-}
-
 // applySet applies one --set key.path=value: the value is read as YAML, null removes the key,
 // and under postgresql.parameters the rest of the path is one parameter name (names may hold dots).
 func applySet(m map[string]any, pair string) error {
@@ -443,7 +424,7 @@ func (s *session) editConfig(o editOpts) error {
 		if err != nil {
 			return err
 		}
-		after = mergePatch(after, patch)
+		after = cluster.MergePatch(after, patch)
 		edited = true
 	}
 	for _, p := range o.sets {

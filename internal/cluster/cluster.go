@@ -396,3 +396,23 @@ func (f *Failover) Empty() bool { return f == nil || (f.Leader == "" && f.Member
 func (f *Failover) Due(now time.Time) bool {
 	return !f.Empty() && (f.ScheduledAt == nil || !now.Before(*f.ScheduledAt))
 }
+
+// MergePatch applies an RFC 7386 merge patch to a decoded JSON object, as PATCH /config and
+// edit-config do: objects merge, null removes a key, anything else replaces.
+func MergePatch(dst, patch map[string]any) map[string]any {
+	if dst == nil {
+		dst = map[string]any{}
+	}
+	for k, v := range patch {
+		switch pv := v.(type) {
+		case nil:
+			delete(dst, k)
+		case map[string]any:
+			dv, _ := dst[k].(map[string]any)
+			dst[k] = MergePatch(dv, pv)
+		default:
+			dst[k] = v
+		}
+	}
+	return dst
+}

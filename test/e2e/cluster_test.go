@@ -118,10 +118,16 @@ func missing(t *testing.T, n *localcluster.Node, ids []int64) []int64 {
 
 func newPrimary(t *testing.T, c *localcluster.Cluster, old *localcluster.Node) *localcluster.Node {
 	t.Helper()
+	return writableOther(t, c, old, "INSERT INTO acked (id) VALUES (-1)")
+}
+
+// writableOther waits until a member other than old accepts the write sql, and returns it.
+func writableOther(t *testing.T, c *localcluster.Cluster, old *localcluster.Node, sql string) *localcluster.Node {
+	t.Helper()
 	var p *localcluster.Node
 	waitFor(t, "another member to accept writes", failoverTimeout, func() bool {
 		for _, n := range c.Nodes {
-			if n != old && n.Exec(context.Background(), "INSERT INTO acked (id) VALUES (-1)") == nil {
+			if n != old && n.Exec(context.Background(), sql) == nil {
 				p = n
 				return true
 			}

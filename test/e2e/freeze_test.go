@@ -70,16 +70,7 @@ func TestFrozenAgentNoSplitBrain(t *testing.T) {
 	if err := p.Signal(syscall.SIGSTOP, 0); err != nil {
 		t.Fatal(err)
 	}
-	var np *localcluster.Node
-	waitFor(t, "another member to accept writes", failoverTimeout, func() bool {
-		for _, n := range c.Nodes {
-			if n != p && n.Exec(ctx, "INSERT INTO freeze_writes (node) VALUES ('probe')") == nil {
-				np = n
-				return true
-			}
-		}
-		return false
-	})
+	np := writableOther(t, c, p, "INSERT INTO freeze_writes (node) VALUES ('probe')")
 	time.Sleep(12 * time.Second) // 2×ttl frozen in total, writes continue on the new primary
 	if err := p.Signal(syscall.SIGCONT, 0); err != nil {
 		t.Fatal(err)
@@ -87,10 +78,20 @@ func TestFrozenAgentNoSplitBrain(t *testing.T) {
 	waitFor(t, p.Name+" streaming as a replica", bootTimeout, func() bool { return c.Streaming(ctx) })
 	close(stop)
 	commits := <-done
-	// Once a member other than the first acknowledged a write, the first must never again.
+	switched := noOverlap(t, commits, p.Name)
+	if q, err := c.Primary(ctx); err != nil || q != np {
+		t.Fatalf("primary after SIGCONT = %v (%v), want %s", q, err, np.Name)
+	}
+	t.Logf("%d writes acknowledged, %d on %s before the freeze", len(commits), switched, p.Name)
+}
+
+// noOverlap fails the test if old acknowledged a write after another member first did, and
+// returns the index of that first write elsewhere.
+func noOverlap(t *testing.T, commits []commit, old string) int {
+	t.Helper()
 	switched := -1
 	for i, cm := range commits {
-		if cm.node != p.Name {
+		if cm.node != old {
 			switched = i
 			break
 		}
@@ -99,13 +100,10 @@ func TestFrozenAgentNoSplitBrain(t *testing.T) {
 		t.Fatal("no write acknowledged by the new primary")
 	}
 	for _, cm := range commits[switched:] {
-		if cm.node == p.Name {
+		if cm.node == old {
 			t.Fatalf("split brain: %s acknowledged a write at %s after %s had at %s",
-				p.Name, cm.at.Format(time.RFC3339Nano), commits[switched].node, commits[switched].at.Format(time.RFC3339Nano))
+				old, cm.at.Format(time.RFC3339Nano), commits[switched].node, commits[switched].at.Format(time.RFC3339Nano))
 		}
 	}
-	if q, err := c.Primary(ctx); err != nil || q != np {
-		t.Fatalf("primary after SIGCONT = %v (%v), want %s", q, err, np.Name)
-	}
-	t.Logf("%d writes acknowledged, %d on %s before the freeze", len(commits), switched, p.Name)
+	return switched
 }
