@@ -153,12 +153,7 @@ func showSetting(n *localcluster.Node, name string) (string, error) {
 // TestCLI drives the operator commands, as an operator's shell would, against one 3-node cluster.
 func TestCLI(t *testing.T) {
 	ctx := context.Background()
-	c := startCluster(t, 3)
-	waitFor(t, "all members streaming", bootTimeout, func() bool { return c.Streaming(ctx) })
-	p, err := c.Primary(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, p := streamingCluster(t, 3)
 	var replicas []*localcluster.Node
 	for _, n := range c.Nodes {
 		if n != p {

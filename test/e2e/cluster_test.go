@@ -51,6 +51,19 @@ func startClusterOptions(t *testing.T, o localcluster.Options) *localcluster.Clu
 	return c
 }
 
+// streamingCluster starts nodes members, waits until they all stream, and returns the primary.
+func streamingCluster(t *testing.T, nodes int) (*localcluster.Cluster, *localcluster.Node) {
+	t.Helper()
+	c := startCluster(t, nodes)
+	ctx := context.Background()
+	waitFor(t, "all members streaming", bootTimeout, func() bool { return c.Streaming(ctx) })
+	p, err := c.Primary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, p
+}
+
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	if !localcluster.Wait(context.Background(), timeout, 100*time.Millisecond, cond) {

@@ -12,12 +12,7 @@ import (
 // replica is promoted no client can still commit on the old primary.
 func TestWatchdogFencesOrphanedPrimary(t *testing.T) {
 	ctx := context.Background()
-	c := startCluster(t, 3)
-	waitFor(t, "all members streaming", bootTimeout, func() bool { return c.Streaming(ctx) })
-	p, err := c.Primary(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, p := streamingCluster(t, 3)
 	if err := p.Exec(ctx, "CREATE TABLE acked (id bigint)"); err != nil {
 		t.Fatal(err)
 	}

@@ -54,12 +54,7 @@ func writeEverywhere(c *localcluster.Cluster, stop <-chan struct{}) []commit {
 // primary rejoins as a replica after SIGCONT.
 func TestFrozenAgentNoSplitBrain(t *testing.T) {
 	ctx := context.Background()
-	c := startCluster(t, 3)
-	waitFor(t, "all members streaming", bootTimeout, func() bool { return c.Streaming(ctx) })
-	p, err := c.Primary(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, p := streamingCluster(t, 3)
 	if err := p.Exec(ctx, "CREATE TABLE freeze_writes (node text)"); err != nil {
 		t.Fatal(err)
 	}

@@ -45,12 +45,7 @@ func expect(t *testing.T, n *localcluster.Node, method, path, body string, code 
 // store untouched, and the accepted operations do what they say.
 func TestOperations(t *testing.T) {
 	ctx := context.Background()
-	c := startCluster(t, 3)
-	waitFor(t, "all members streaming", bootTimeout, func() bool { return c.Streaming(ctx) })
-	p, err := c.Primary(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, p := streamingCluster(t, 3)
 	var replicas []*localcluster.Node
 	for _, n := range c.Nodes {
 		if n != p {

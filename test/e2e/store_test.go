@@ -14,12 +14,7 @@ import (
 // when etcd returns the cluster heals without an operator.
 func TestStoreLossFencesPrimary(t *testing.T) {
 	ctx := context.Background()
-	c := startCluster(t, 2)
-	waitFor(t, "all members streaming", bootTimeout, func() bool { return c.Streaming(ctx) })
-	p, err := c.Primary(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, p := streamingCluster(t, 2)
 	if err := p.Exec(ctx, "CREATE TABLE fence (id int)"); err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +101,7 @@ func TestStoreUnreachableAtStart(t *testing.T) {
 // cluster carries on when the store returns.
 func TestFailsafeKeepsPrimaryThroughStoreOutage(t *testing.T) {
 	ctx := context.Background()
-	c := startCluster(t, 3)
-	waitFor(t, "all members streaming", bootTimeout, func() bool { return c.Streaming(ctx) })
-	p, err := c.Primary(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, p := streamingCluster(t, 3)
 	expect(t, p, "PATCH", "/config", `{"failsafe_mode":true}`, 200, `"failsafe_mode":true`)
 	waitFor(t, "the failsafe key with every member", 30*time.Second, func() bool {
 		v, _ := c.StoreValue(ctx, "failsafe")
