@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -84,6 +85,11 @@ func (c *Controller) Observe(ctx context.Context) Status {
 				return err
 			}
 			st.Timeline, st.Slots = tl, slots
+			if st.InRecovery {
+				// Without a running WAL receiver the SQL answer is the last restartpoint's
+				// timeline, which lags; a fetched history file proves a newer one was followed.
+				st.Timeline = max(st.Timeline, c.newestHistory())
+			}
 			st.ReceiveLSN, _ = ParseLSN(recv)
 			st.ReplayLSN, _ = ParseLSN(replay)
 			if cur != nil {
@@ -148,4 +154,23 @@ func (c *Controller) Observe(ctx context.Context) Status {
 		}
 	}
 	return st
+}
+
+// newestHistory is the highest timeline with a history file in pg_wal (0 without any).
+func (c *Controller) newestHistory() int {
+	entries, err := os.ReadDir(filepath.Join(c.s.DataDir, "pg_wal"))
+	if err != nil {
+		return 0
+	}
+	newest := 0
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".history")
+		if !ok || len(name) != 8 {
+			continue
+		}
+		if tl, err := strconv.ParseInt(name, 16, 64); err == nil && int(tl) > newest {
+			newest = int(tl)
+		}
+	}
+	return newest
 }
