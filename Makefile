@@ -9,7 +9,7 @@ PURE     := ./internal/ha/... ./internal/pgconf/... ./internal/cluster/... ./int
 # Fast tests without PostgreSQL or etcd (they use httptest, fakes of pure data, generated certificates).
 FAST     := $(PURE) ./internal/api/... ./internal/metrics/... ./internal/cli/...
 
-.PHONY: all deps build demo test test-unit test-e2e fuzz-smoke vet bench bench-failover bench-api bench-switchover clean
+.PHONY: all deps build demo test test-unit test-e2e fuzz-smoke vet chaos bench bench-failover bench-api bench-switchover clean
 
 all: build
 
@@ -38,6 +38,11 @@ test-e2e: deps
 	$(GO) test -count=1 -timeout 15m ./internal/dcs/... ./internal/embedetcd/... ./internal/postgres/... ./test/...
 
 test: deps vet test-unit fuzz-smoke test-e2e
+
+# Long failure loops on real PostgreSQL and etcd (10 SIGKILLs in synchronous mode, 5 in quorum mode,
+# 5 kills of the primary's agent alone); not part of `make test`.
+chaos: deps
+	PGVIGIL_CHAOS=1 $(GO) test -count=1 -timeout 60m -run 'TestChaos' -v ./test/e2e/
 
 bench: bench-failover
 

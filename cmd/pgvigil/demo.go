@@ -63,6 +63,8 @@ func benchCmd() *cobra.Command {
 	failover.Flags().IntVar(&o.TTL, "ttl", 10, "leader key ttl in seconds")
 	failover.Flags().StringVar(&o.Dir, "dir", "", "working directory (default: a new temporary directory)")
 	failover.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "give up on a step after this long")
+	failover.Flags().BoolVar(&o.SkipAsync, "sync-only", false, "leave out the asynchronous rows")
+	failover.Flags().BoolVar(&o.Sync, "sync", true, "then time SIGKILL failovers under a writer with synchronous_mode on, --runs each at ttl 10 and ttl 4 (--sync=false skips them)")
 	cmd.AddCommand(failover)
 
 	ao := bench.APIOptions{}
