@@ -9,7 +9,7 @@ PURE     := ./internal/ha/... ./internal/pgconf/... ./internal/cluster/... ./int
 # Fast tests without PostgreSQL or etcd (they use httptest, fakes of pure data, generated certificates).
 FAST     := $(PURE) ./internal/api/... ./internal/metrics/... ./internal/cli/...
 
-.PHONY: all deps build demo test test-unit test-e2e fuzz-smoke vet chaos bench bench-failover bench-api bench-switchover clean
+.PHONY: all deps build demo test test-unit test-e2e fuzz-smoke smoke vet chaos bench bench-failover bench-api bench-switchover clean
 
 all: build
 
@@ -45,6 +45,12 @@ chaos: deps
 	PGVIGIL_CHAOS=1 $(GO) test -count=1 -timeout 60m -run 'TestChaos' -v ./test/e2e/
 
 bench: bench-failover
+
+# A short run of every benchmark, for CI: they must work; their figures are printed, not judged.
+smoke: deps build
+	$(BIN) bench failover --runs 1
+	$(BIN) bench switchover --runs 2
+	$(BIN) bench api --requests 300
 
 bench-failover: deps build
 	$(BIN) bench failover --runs 3
