@@ -138,7 +138,16 @@ type Client struct {
 
 // Start launches `<exe> watchdog --data-dir dataDir` in its own process group, so that a signal
 // to the agent's group does not take the watchdog with it. Its output goes to logTo.
+//
+// A watchdog left by an agent that died is retired first: it would otherwise fence the
+// postmaster this new agent starts, when the dead agent's deadline passes.
 func Start(exe, dataDir string, logTo io.Writer) (*Client, error) {
+	for _, pid := range Running(dataDir) {
+		_ = syscall.Kill(pid, syscall.SIGTERM) // SIGTERM ends a watchdog without fencing
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && syscall.Kill(pid, 0) == nil; {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	cmd := exec.Command(exe, "watchdog", "--data-dir", dataDir)
 	cmd.Stdout, cmd.Stderr = logTo, logTo
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -185,4 +194,28 @@ func (c *Client) Close() error {
 	err := c.send("exit")
 	_ = c.stdin.Close()
 	return err
+}
+
+// Running lists the watchdog processes guarding dataDir (found by their command line in /proc).
+func Running(dataDir string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) == 4 && args[1] == "watchdog" && args[2] == "--data-dir" && args[3] == dataDir {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

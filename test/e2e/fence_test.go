@@ -5,6 +5,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pgvigil/pgvigil/internal/watchdog"
 )
 
 // TestWatchdogFencesOrphanedPrimary: the primary's agent dies (SIGKILL) while PostgreSQL keeps
@@ -37,4 +40,34 @@ func TestWatchdogFencesOrphanedPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, p.Name+" streaming again", bootTimeout, func() bool { return c.Streaming(ctx) })
+	// The dead agent's watchdog was retired: only the new agent's guards the data directory.
+	if pids := watchdog.Running(p.DataDir); len(pids) != 1 {
+		t.Fatalf("%d watchdog processes guard %s, want 1: %v", len(pids), p.DataDir, pids)
+	}
+}
+
+// TestAgentRestartKeepsPrimary: a primary's agent that crashes and is restarted at once (as
+// systemd would) takes its leader key back; the dead agent's watchdog is retired instead of
+// fencing the PostgreSQL the new agent adopted.
+func TestAgentRestartKeepsPrimary(t *testing.T) {
+	ctx := context.Background()
+	c, p := streamingCluster(t, 2)
+	pm := p.PostmasterPID()
+	if err := p.KillAgent(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartNode(p); err != nil {
+		t.Fatal(err)
+	}
+	// Past the dead agent's watchdog deadline (ttl − safety_margin = 4 s) and the lease (6 s).
+	time.Sleep(8 * time.Second)
+	if got := p.PostmasterPID(); got != pm {
+		t.Fatalf("postmaster %d replaced by %d: PostgreSQL was fenced although its agent came back", pm, got)
+	}
+	if q, err := c.Primary(ctx); err != nil || q != p {
+		t.Fatalf("primary = %v (%v), want %s", q, err, p.Name)
+	}
+	if pids := watchdog.Running(p.DataDir); len(pids) != 1 {
+		t.Fatalf("%d watchdog processes guard %s, want 1", len(pids), p.DataDir)
+	}
 }
