@@ -72,6 +72,8 @@ type Snapshot struct {
 	// LastRenewed is when the leader key was last renewed (zero when not held); the lease has
 	// at least ttl from then.
 	LastRenewed time.Time
+	// FailsafeActive: the store is unreachable and every member confirmed this leader (failsafe_mode).
+	FailsafeActive bool
 }
 
 // Agent is one member's HA loop. Create with New, run with Run.
@@ -286,6 +288,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	a.snap = Snapshot{At: start, View: view, Local: local, Held: a.held, Verdict: d.Verdict, Config: a.dyn}
 	if a.held {
 		a.snap.LastRenewed = a.lastRenewed
+		a.snap.FailsafeActive = view == nil && a.dyn.FailsafeMode && a.failsafeConfirmed.After(a.lastRenewed)
 	}
 	if a.busy != nil {
 		a.snap.Busy = string(a.busy.Kind)
