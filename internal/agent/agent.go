@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -180,48 +179,10 @@ func (a *Agent) loopWait() time.Duration {
 // should be decided on at once (leader key won, demoted) instead of after loop_wait.
 func (a *Agent) cycle(ctx context.Context) bool {
 	start := time.Now()
-	sctx, cancel := a.storeCtx(ctx)
-	view, err := a.o.Store.Get(sctx)
-	cancel()
-	if err != nil {
-		a.log.Warn("cannot read the store", "err", err)
-		view = nil
-	}
-	a.mu.Lock()
-	if view != nil {
-		if view.HasConfig {
-			if view.Config.TTL != a.dyn.TTL {
-				a.o.Store.SetTTL(view.Config.TTLDuration())
-			}
-			a.dyn = view.Config
-		}
-		a.held = view.Leader != nil && view.Leader.Name == a.o.Name
-	}
-	held, lastRenewed := a.held, a.lastRenewed
-	if view != nil {
-		if view.Failsafe != nil {
-			a.failsafeMembers = view.Failsafe
-		}
-		if held {
-			a.failsafeConfirmed = time.Time{} // the store answers again: renewals count
-		}
-	}
-	failsafe := view == nil && held && a.dyn.FailsafeMode
-	a.mu.Unlock()
-	if failsafe {
-		a.failsafeHeartbeat(ctx)
-	}
-
-	// A key that already names us (agent restarted) must be moved onto our lease before we
-	// trust it; until then its deadline is unknown and fencing would demote a healthy primary.
-	if held && lastRenewed.IsZero() {
-		a.renew(ctx, time.Now())
-	}
-
+	view := a.readStore(ctx)
 	local := a.o.PG.Observe(ctx)
 	a.mu.Lock()
-	held = a.held
-	if held && !local.Ready && local.DataDir == ha.DataValid {
+	if a.held && !local.Ready && local.DataDir == ha.DataValid {
 		if a.downSince.IsZero() {
 			a.downSince = start
 		}
@@ -270,7 +231,7 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	a.log.Info(d.Verdict, "member", a.o.Name, "role", Role(local), "timeline", local.Timeline,
 		"lsn", postgres.FormatLSN(local.Position), "lease", obs.Lease.Held, "took", time.Since(start).Round(time.Millisecond))
 
-	if obs.Request != nil && obs.Busy == nil && !d.Has(obs.Request.Kind) && strings.HasPrefix(d.Verdict, "refusing") {
+	if d.RequestRefused {
 		a.refuseRequest(errors.New(d.Verdict))
 	}
 	again := a.execute(ctx, d, view, local)
@@ -281,8 +242,6 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	a.noticeRole(local)
 	if view != nil {
 		a.publish(ctx, view, local)
-	} else if !d.Has(ha.RenewLeader) {
-		_, _ = a.o.Store.KeepAlive(ctx)
 	}
 	a.mu.Lock()
 	a.snap = Snapshot{At: start, View: view, Local: local, Held: a.held, Verdict: d.Verdict, Config: a.dyn}
@@ -299,6 +258,47 @@ func (a *Agent) cycle(ctx context.Context) bool {
 	a.snap.LastStoreOK = a.lastStoreOK
 	a.mu.Unlock()
 	return again
+}
+
+// readStore reads the cluster from the store and takes from it what the agent keeps: the dynamic
+// configuration, whether the leader key is ours, the failsafe members. With the store down it
+// asks the members for failsafe confirmations instead. It returns nil when the store is down.
+func (a *Agent) readStore(ctx context.Context) *cluster.View {
+	sctx, cancel := a.storeCtx(ctx)
+	view, err := a.o.Store.Get(sctx)
+	cancel()
+	if err != nil {
+		a.log.Warn("cannot read the store", "err", err)
+		view = nil
+	}
+	a.mu.Lock()
+	if view != nil {
+		if view.HasConfig {
+			if view.Config.TTL != a.dyn.TTL {
+				a.o.Store.SetTTL(view.Config.TTLDuration())
+			}
+			a.dyn = view.Config
+		}
+		a.held = view.Leader != nil && view.Leader.Name == a.o.Name
+		if view.Failsafe != nil {
+			a.failsafeMembers = view.Failsafe
+		}
+		if a.held {
+			a.failsafeConfirmed = time.Time{} // the store answers again: renewals count
+		}
+	}
+	held, lastRenewed := a.held, a.lastRenewed
+	failsafe := view == nil && held && a.dyn.FailsafeMode
+	a.mu.Unlock()
+	if failsafe {
+		a.failsafeHeartbeat(ctx)
+	}
+	// A key that already names us (agent restarted) must be moved onto our lease before we
+	// trust it; until then its deadline is unknown and fencing would demote a healthy primary.
+	if held && lastRenewed.IsZero() {
+		a.renew(ctx, time.Now())
+	}
+	return view
 }
 
 // noticeRole fires on_role_change when PostgreSQL's running role changes, whatever caused it

@@ -455,7 +455,9 @@ func requested(o Observation) (Decision, bool) {
 		return d, true
 	case Reinit:
 		if o.Lease.Held {
-			return act("refusing to reinitialize: I am the leader"), true
+			d := act("refusing to reinitialize: I am the leader")
+			d.RequestRefused = true
+			return d, true
 		}
 		src, ok := cloneSource(o)
 		if !ok {

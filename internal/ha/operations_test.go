@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"testing"
 	"time"
 
 	"github.com/pgvigil/pgvigil/internal/cluster"
@@ -158,5 +159,17 @@ func operationCases() []decideCase {
 			want:    none(),
 			verdict: "refusing to reinitialize: I am the leader",
 		},
+	}
+}
+
+func TestRequestRefusedIsReported(t *testing.T) {
+	v := view().leader("node1").member(primaryMember("node1"), running("node2"))
+	leader := observe(self("node1")).local(runningPrimary(100)).view(v).leaseHeld(renewedAgo(time.Second)).request(Reinit).build()
+	if d := Decide(leader); !d.RequestRefused {
+		t.Fatalf("reinitialize on the leader: %+v, want RequestRefused", d)
+	}
+	replica := observe(self("node2")).local(runningReplica(100).following("node1")).view(v).request(Reinit).build()
+	if d := Decide(replica); d.RequestRefused || !d.Has(Reinit) {
+		t.Fatalf("reinitialize on a replica: %+v, want a Reinit", d)
 	}
 }

@@ -166,6 +166,9 @@ type Observation struct {
 type Decision struct {
 	Actions []Action
 	Verdict string
+	// RequestRefused: the operator's request in Observation.Request will not be carried out;
+	// the verdict says why (the agent answers the waiting REST call with it).
+	RequestRefused bool
 }
 
 // Has reports whether the decision contains an action of kind k.

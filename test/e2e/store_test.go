@@ -132,6 +132,9 @@ func TestFailsafeKeepsPrimaryThroughStoreOutage(t *testing.T) {
 	if b, _ := os.ReadFile(p.LogPath); !strings.Contains(string(b), "failsafe mode: every member confirmed me as the leader") {
 		t.Fatal("no failsafe verdict in the primary's log")
 	}
+	if _, m := call(t, p, "GET", "/metrics", ``); !regexp.MustCompile(`(?m)^patroni_failsafe_mode_is_active\{[^}]*\} 1$`).MatchString(m) {
+		t.Fatal("patroni_failsafe_mode_is_active is not 1 on the primary during the outage")
+	}
 	if err := c.Etcd.Restart(); err != nil {
 		t.Fatal(err)
 	}
