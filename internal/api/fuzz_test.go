@@ -147,10 +147,7 @@ func FuzzParseBytes(f *testing.F) {
 func exactBytes(s string) (int64, bool) {
 	s = strings.TrimSpace(s)
 	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"kB", 1 << 10}, {"B", 1}} {
+	for _, u := range byteUnits {
 		if v, ok := strings.CutSuffix(s, u.suffix); ok {
 			s, mult = strings.TrimSpace(v), u.mult
 			break

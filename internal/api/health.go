@@ -66,14 +66,17 @@ func parseCheck(r *http.Request) (check, error) {
 	return c, nil
 }
 
+// byteUnits are PostgreSQL's size units (base 1024), longest suffix first.
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"kB", 1 << 10}, {"B", 1}}
+
 // ParseBytes reads a size in bytes, with PostgreSQL's units (kB, MB, GB, TB; base 1024).
 func ParseBytes(s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"kB", 1 << 10}, {"B", 1}} {
+	for _, u := range byteUnits {
 		if v, ok := strings.CutSuffix(s, u.suffix); ok {
 			s, mult = strings.TrimSpace(v), u.mult
 			break

@@ -212,7 +212,7 @@ func Switchover(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	have, err := selectIDs(ctx, final)
+	have, err := tableIDs(ctx, final, "bench_sw")
 	if err != nil {
 		return fmt.Errorf("reading bench_sw on %s: %w", final.Name, err)
 	}
@@ -356,28 +356,4 @@ func postSwitchover(ctx context.Context, client *http.Client, base, leader, cand
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, strings.TrimSpace(string(b)), err
-}
-
-// selectIDs reads every id in bench_sw on n.
-func selectIDs(ctx context.Context, n *localcluster.Node) (map[int64]struct{}, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, n.DSN())
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, "SELECT id FROM bench_sw")
-	if err != nil {
-		return nil, err
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, err
-	}
-	have := make(map[int64]struct{}, len(ids))
-	for _, id := range ids {
-		have[id] = struct{}{}
-	}
-	return have, nil
 }
