@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
 	"github.com/pgvigil/pgvigil/internal/cluster"
@@ -346,7 +348,15 @@ func TestParseDCSURL(t *testing.T) {
 	if err != nil || strings.Join(eps, ",") != "http://10.0.0.1:2379,http://10.0.0.2:2379" || u != "root" || p != "s@crit" {
 		t.Fatalf("%v %q %q %v", eps, u, p, err)
 	}
-	for _, bad := range []string{"10.0.0.1:2379", "consul://x:1", "https://x:2379", "etcd://"} {
+	for _, tc := range []struct{ url, want string }{
+		{"etcds://10.0.0.1:2379,10.0.0.2", "https://10.0.0.1:2379,https://10.0.0.2:2379"},
+		{"https://[::1]:2379", "https://[::1]:2379"},
+	} {
+		if eps, _, _, err := parseDCSURL(tc.url); err != nil || strings.Join(eps, ",") != tc.want {
+			t.Errorf("%s: %v %v", tc.url, eps, err)
+		}
+	}
+	for _, bad := range []string{"10.0.0.1:2379", "consul://x:1", "etcd://"} {
 		if _, _, _, err := parseDCSURL(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
@@ -432,5 +442,95 @@ postgresql:
 	}
 	if _, err := (&globalOpts{}).target(&App{}, ""); err == nil || !strings.Contains(err.Error(), "no cluster given") {
 		t.Fatalf("no target: %v", err)
+	}
+}
+
+func TestTargetEtcdTLS(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/node.yaml"
+	doc := `scope: main
+name: db1
+restapi:
+  listen: 127.0.0.1:8008
+etcd3:
+  hosts: 10.0.0.1:2379
+  protocol: https
+  cacert: ca.pem
+  cert: /etc/pgvigil/etcd.crt
+  key: /etc/pgvigil/etcd.key
+postgresql:
+  listen: 127.0.0.1:5432
+  data_dir: /nonexistent/data
+  authentication:
+    superuser: {username: postgres, password: su}
+    replication: {username: replicator, password: rep}
+`
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := &App{Getenv: func(string) string { return "" }, Environ: func() []string { return nil }}
+	cmd := &cobra.Command{Use: "x", Run: func(*cobra.Command, []string) {}}
+	g := &globalOpts{}
+	g.register(cmd)
+	parse := func(args ...string) *Target {
+		t.Helper()
+		*g = globalOpts{}
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		tg, err := g.target(a, "")
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return tg
+	}
+
+	// From the node file: https endpoints and its files.
+	tg := parse("-c", file)
+	if strings.Join(tg.Endpoints, ",") != "https://10.0.0.1:2379" || !filepath.IsAbs(tg.EtcdCACert) ||
+		tg.EtcdCert != "/etc/pgvigil/etcd.crt" || tg.EtcdKey != "/etc/pgvigil/etcd.key" {
+		t.Fatalf("target %+v", tg)
+	}
+	// Flags win over the file.
+	tg = parse("-c", file, "--etcd-cacert", "/tmp/ca2.pem", "--etcd-cert", "/tmp/c2.pem")
+	if tg.EtcdCACert != "/tmp/ca2.pem" || tg.EtcdCert != "/tmp/c2.pem" || tg.EtcdKey != "" {
+		t.Fatalf("target %+v", tg)
+	}
+	// etcds:// means TLS; the TLS flags turn etcd:// into https.
+	tg = parse("--dcs-url", "etcds://10.0.0.5", "--scope", "main", "--etcd-cacert", "/tmp/ca.pem")
+	if strings.Join(tg.Endpoints, ",") != "https://10.0.0.5:2379" || tg.EtcdCACert != "/tmp/ca.pem" {
+		t.Fatalf("target %+v", tg)
+	}
+	tg = parse("--dcs-url", "etcd://10.0.0.5:2379", "--scope", "main", "--etcd-cert", "/tmp/c.pem", "--etcd-key", "/tmp/k.pem")
+	if strings.Join(tg.Endpoints, ",") != "https://10.0.0.5:2379" || tg.EtcdCert != "/tmp/c.pem" || tg.EtcdKey != "/tmp/k.pem" {
+		t.Fatalf("target %+v", tg)
+	}
+	tg = parse("--dcs-url", "https://10.0.0.5:2379", "--scope", "main")
+	if strings.Join(tg.Endpoints, ",") != "https://10.0.0.5:2379" || tg.EtcdCACert != "" {
+		t.Fatalf("target %+v", tg)
+	}
+	// An https target builds TLS settings; the files must load.
+	if _, err := tg.etcdTLS(); err != nil {
+		t.Fatalf("etcdTLS with system CAs: %v", err)
+	}
+	tg.EtcdCACert = filepath.Join(dir, "missing.pem")
+	if _, err := openEtcd(tg); err == nil || !strings.Contains(err.Error(), "etcd TLS settings") {
+		t.Fatalf("openEtcd with a missing CA file: %v", err)
+	}
+	if tc, err := (&Target{Endpoints: []string{"http://x:2379"}}).etcdTLS(); tc != nil || err != nil {
+		t.Fatalf("plain http: %v %v", tc, err)
+	}
+
+	for _, bad := range [][]string{
+		{"--dcs-url", "http://10.0.0.5:2379", "--scope", "main", "--etcd-cacert", "/tmp/ca.pem"},
+		{"--dcs-url", "etcd://10.0.0.5:2379", "--scope", "main", "--etcd-key", "/tmp/k.pem"},
+	} {
+		*g = globalOpts{}
+		if err := cmd.ParseFlags(bad); err != nil {
+			t.Fatal(err)
+		}
+		if tg, err := g.target(a, ""); err == nil {
+			t.Errorf("%v accepted: %+v", bad, tg)
+		}
 	}
 }

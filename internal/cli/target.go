@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,21 +31,28 @@ type globalOpts struct {
 	dcsURL     string
 	scope      string
 	namespace  string
+	// etcd TLS files; any of them means TLS (https) to etcd.
+	etcdCACert, etcdCert, etcdKey string
 }
 
 func (o *globalOpts) register(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
 	f.StringVarP(&o.configFile, "config", "c", "", "a node's configuration file (store, scope, REST credentials); default $PGVIGIL_CONFIG")
-	f.StringVar(&o.dcsURL, "dcs-url", "", "the store, as etcd://host:port[,host:port] (instead of --config)")
+	f.StringVar(&o.dcsURL, "dcs-url", "", "the store, as etcd://host:port[,host:port], or etcds:// for TLS (instead of --config)")
 	f.StringVar(&o.scope, "scope", "", "cluster name (default: scope of the configuration file)")
 	f.StringVar(&o.namespace, "namespace", "", "key namespace (default: the file's, else "+defaultNamespace+")")
+	f.StringVar(&o.etcdCACert, "etcd-cacert", "", "CA certificates etcd's server certificate is checked against (implies TLS; default: the file's etcd3.cacert, else the system's)")
+	f.StringVar(&o.etcdCert, "etcd-cert", "", "client certificate for etcd (implies TLS; default: the file's etcd3.cert)")
+	f.StringVar(&o.etcdKey, "etcd-key", "", "private key of --etcd-cert (default: the file's etcd3.key, else inside --etcd-cert)")
 }
 
 // Target is a resolved cluster address: the store, the scope and how to call the REST API.
 type Target struct {
 	Endpoints          []string
 	Username, Password string // etcd
-	Namespace, Scope   string
+	// etcd TLS files, used when the endpoints are https://.
+	EtcdCACert, EtcdCert, EtcdKey string
+	Namespace, Scope              string
 	// Config is the node configuration given with --config, nil with --dcs-url.
 	Config *config.Config
 	// APIAuth is restapi.authentication, sent as Basic credentials with every request.
@@ -76,6 +84,7 @@ func (o *globalOpts) target(a *App, argScope string) (*Target, error) {
 		t.Config = cfg
 		t.Scope, t.Namespace = cfg.Scope, cfg.Namespace
 		t.Username, t.Password = cfg.Etcd.Username, cfg.Etcd.Password
+		t.EtcdCACert, t.EtcdCert, t.EtcdKey = cfg.Etcd.CACert, cfg.Etcd.Cert, cfg.Etcd.Key
 		t.APIAuth = cfg.RestAPI.Auth
 		for _, h := range cfg.Etcd.Hosts {
 			t.Endpoints = append(t.Endpoints, cfg.Etcd.Protocol+"://"+h)
@@ -89,6 +98,27 @@ func (o *globalOpts) target(a *App, argScope string) (*Target, error) {
 		t.Endpoints = eps
 		if user != "" {
 			t.Username, t.Password = user, pass
+		}
+	}
+	if o.etcdCACert != "" || o.etcdCert != "" || o.etcdKey != "" {
+		if o.etcdKey != "" && o.etcdCert == "" && t.EtcdCert == "" {
+			return nil, errors.New("--etcd-key needs --etcd-cert")
+		}
+		if strings.HasPrefix(o.dcsURL, "http://") {
+			return nil, fmt.Errorf("--dcs-url %q is plain http, but --etcd-cacert/--etcd-cert/--etcd-key ask for TLS: use etcds:// or https://", o.dcsURL)
+		}
+		if o.etcdCACert != "" {
+			t.EtcdCACert = o.etcdCACert
+		}
+		if o.etcdCert != "" {
+			t.EtcdCert, t.EtcdKey = o.etcdCert, o.etcdKey
+		} else if o.etcdKey != "" {
+			t.EtcdKey = o.etcdKey
+		}
+		for i, ep := range t.Endpoints {
+			if rest, ok := strings.CutPrefix(ep, "http://"); ok {
+				t.Endpoints[i] = "https://" + rest
+			}
 		}
 	}
 	if t.Config == nil {
@@ -115,11 +145,6 @@ func (o *globalOpts) target(a *App, argScope string) (*Target, error) {
 	if t.Scope == "" {
 		return nil, errors.New("no cluster name: give --scope NAME (or a configuration file with scope)")
 	}
-	for _, ep := range t.Endpoints {
-		if strings.HasPrefix(ep, "https://") {
-			return nil, fmt.Errorf("etcd over TLS (%s) is not supported yet", ep)
-		}
-	}
 	return t, nil
 }
 
@@ -132,16 +157,18 @@ func firstEnv(a *App, names ...string) string {
 	return ""
 }
 
-// parseDCSURL reads etcd://[user:pass@]host:port[,host:port] (etcd3:// and http:// too).
+// parseDCSURL reads etcd://[user:pass@]host:port[,host:port] (etcd3:// and http:// too;
+// etcds:// and https:// for TLS, returned as https:// endpoints).
 func parseDCSURL(s string) (endpoints []string, user, pass string, err error) {
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
 		return nil, "", "", fmt.Errorf("--dcs-url %q: want etcd://host:port[,host:port]", s)
 	}
+	epScheme := "http"
 	switch scheme {
 	case "etcd", "etcd3", "http":
-	case "https", "etcds":
-		return nil, "", "", fmt.Errorf("--dcs-url %q: etcd over TLS is not supported yet", s)
+	case "https", "etcds", "etcd3s":
+		epScheme = "https"
 	default:
 		return nil, "", "", fmt.Errorf("--dcs-url %q: unsupported store %q (only etcd)", s, scheme)
 	}
@@ -165,7 +192,7 @@ func parseDCSURL(s string) (endpoints []string, user, pass string, err error) {
 		if !strings.Contains(strings.TrimPrefix(h, "["), ":") || strings.HasSuffix(h, "]") {
 			h += ":2379"
 		}
-		endpoints = append(endpoints, "http://"+h)
+		endpoints = append(endpoints, epScheme+"://"+h)
 	}
 	if len(endpoints) == 0 {
 		return nil, "", "", fmt.Errorf("--dcs-url %q: no host", s)
@@ -176,12 +203,32 @@ func parseDCSURL(s string) (endpoints []string, user, pass string, err error) {
 // openEtcd creates the store client. It never touches a member key or a lease: only Get and
 // PutConfig are used.
 func openEtcd(t *Target) (Store, error) {
+	tc, err := t.etcdTLS()
+	if err != nil {
+		return nil, err
+	}
 	return etcd.New(etcd.Config{
-		Endpoints: t.Endpoints, Username: t.Username, Password: t.Password,
+		Endpoints: t.Endpoints, Username: t.Username, Password: t.Password, TLS: tc,
 		Namespace: t.Namespace, Scope: t.Scope, Name: "pgvigil-ctl",
 		TTL: 10 * time.Second, RetryTimeout: 3 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
+}
+
+// etcdTLS returns the TLS settings for https:// endpoints, nil for plain http.
+func (t *Target) etcdTLS() (*tls.Config, error) {
+	tlsNeeded := false
+	for _, ep := range t.Endpoints {
+		tlsNeeded = tlsNeeded || strings.HasPrefix(ep, "https://")
+	}
+	if !tlsNeeded {
+		return nil, nil
+	}
+	tc, err := config.EtcdClientTLS(t.EtcdCACert, t.EtcdCert, t.EtcdKey)
+	if err != nil {
+		return nil, fmt.Errorf("etcd TLS settings: %w", err)
+	}
+	return tc, nil
 }
 
 // restClient calls members' REST APIs with the node's credentials and TLS settings.

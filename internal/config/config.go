@@ -67,6 +67,18 @@ type Etcd struct {
 	Protocol string   `yaml:"protocol"`
 	Username string   `yaml:"username"`
 	Password string   `yaml:"password"`
+	// TLS files, made absolute by Load; protocol must then be https.
+	CACert string `yaml:"cacert"` // CAs that sign etcd's server certificates; default: the system's
+	Cert   string `yaml:"cert"`   // client certificate, for etcd's client-cert-auth
+	Key    string `yaml:"key"`    // its private key; empty if cert holds it (as Patroni allows)
+}
+
+// KeyFile is the file holding the client's private key: key, else cert (a combined PEM).
+func (e *Etcd) KeyFile() string {
+	if e.Key != "" {
+		return e.Key
+	}
+	return e.Cert
 }
 
 // Bootstrap is the bootstrap section: used once, by the member that initialises the cluster.

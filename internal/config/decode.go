@@ -368,6 +368,12 @@ func (d *decoder) etcd(n *yaml.Node, path string, e *Etcd) {
 			d.str(v, p, &e.Username)
 		case "password":
 			d.str(v, p, &e.Password)
+		case "cacert":
+			d.str(v, p, &e.CACert)
+		case "cert":
+			d.str(v, p, &e.Cert)
+		case "key":
+			d.str(v, p, &e.Key)
 		default:
 			return false
 		}

@@ -71,6 +71,7 @@ func Parse(data []byte, env []string, logger *slog.Logger) (*Config, error) {
 		}
 	}
 	errs = append(errs, c.CheckRestAPIFiles()...)
+	errs = append(errs, c.CheckEtcdFiles()...)
 	if dir, ver, err := FindBinaries(c.Postgres.BinDir); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -212,7 +213,7 @@ func applyEnv(root *yaml.Node, env map[string]string, log *slog.Logger) {
 	case etcdSet("HOST"):
 		deleteKey(root, sect, "hosts")
 	}
-	for _, f := range []string{"PROTOCOL", "USERNAME", "PASSWORD"} {
+	for _, f := range []string{"PROTOCOL", "USERNAME", "PASSWORD", "CACERT", "CERT", "KEY"} {
 		etcdSet(f)
 	}
 

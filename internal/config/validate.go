@@ -36,6 +36,9 @@ func (c *Config) applyDefaults() {
 	if c.Etcd.Protocol == "" {
 		c.Etcd.Protocol = "http"
 	}
+	c.Etcd.CACert = absPath(c.Etcd.CACert)
+	c.Etcd.Cert = absPath(c.Etcd.Cert)
+	c.Etcd.Key = absPath(c.Etcd.Key)
 	for i, h := range c.Etcd.Hosts {
 		c.Etcd.Hosts[i] = withDefaultPort(h, defaultEtcdPort)
 	}
@@ -183,6 +186,11 @@ func (c *Config) problems() []*FieldError {
 	}
 	if p := c.Etcd.Protocol; p != "http" && p != "https" {
 		add("etcd3.protocol", "must be http or https, got %q", p)
+	} else if p == "http" && (c.Etcd.CACert != "" || c.Etcd.Cert != "") {
+		add("etcd3.protocol", "must be https when etcd3.cacert/cert is set")
+	}
+	if c.Etcd.Key != "" && c.Etcd.Cert == "" {
+		add("etcd3.cert", "required when etcd3.key is set")
 	}
 
 	out = append(out, dynamicProblems("bootstrap.dcs", c.Bootstrap.DCS)...)

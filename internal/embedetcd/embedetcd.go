@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -22,21 +23,45 @@ const readyTimeout = 30 * time.Second
 type Server struct {
 	dir                  string
 	clientPort, peerPort int
+	tls                  *TLSFiles // nil: plain http on the client port
 
 	mu       sync.Mutex
 	etcd     *embed.Etcd // nil while stopped
 	logLevel zap.AtomicLevel
 }
 
+// TLSFiles configures TLS on the client port.
+type TLSFiles struct {
+	CertFile, KeyFile string // the server's certificate (for 127.0.0.1) and key
+	CAFile            string // CAs client certificates are checked against
+	ClientCertAuth    bool   // require a client certificate signed by CAFile
+}
+
 // Start launches etcd with its data in dir on free loopback ports and waits until it serves.
 func Start(dir string) (*Server, error) {
+	return startRetry(dir, nil)
+}
+
+// StartTLS is Start with TLS on the client port (the peer port stays plain: single member).
+// clientCertAuth makes etcd refuse clients without a certificate signed by caFile.
+func StartTLS(dir, certFile, keyFile, caFile string, clientCertAuth bool) (*Server, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("embedded etcd with TLS needs a certificate and a key")
+	}
+	if clientCertAuth && caFile == "" {
+		return nil, errors.New("embedded etcd with client certificate authentication needs a CA file")
+	}
+	return startRetry(dir, &TLSFiles{CertFile: certFile, KeyFile: keyFile, CAFile: caFile, ClientCertAuth: clientCertAuth})
+}
+
+func startRetry(dir string, tf *TLSFiles) (*Server, error) {
 	var err error
 	// The ports are picked by closing a probe listener, so another process can grab one
 	// before etcd binds it; a couple of retries make that race harmless. Only a failed bind
 	// is retried: it happens before etcd writes anything into dir.
 	for range 3 {
 		var s *Server
-		s, err = start(dir)
+		s, err = start(dir, tf)
 		if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
 			return s, err
 		}
@@ -44,7 +69,7 @@ func Start(dir string) (*Server, error) {
 	return nil, err
 }
 
-func start(dir string) (*Server, error) {
+func start(dir string, tf *TLSFiles) (*Server, error) {
 	clientPort, err := freePort()
 	if err != nil {
 		return nil, err
@@ -53,7 +78,7 @@ func start(dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir, clientPort: clientPort, peerPort: peerPort}
+	s := &Server{dir: dir, clientPort: clientPort, peerPort: peerPort, tls: tf}
 	if err := s.run(); err != nil {
 		return nil, err
 	}
@@ -68,8 +93,8 @@ func (s *Server) Restart() error {
 
 // run starts etcd on the server's ports and data directory and waits until it serves.
 func (s *Server) run() error {
-	dir, clientPort, peerPort := s.dir, s.clientPort, s.peerPort
-	cu := loopbackURL(clientPort)
+	dir, peerPort := s.dir, s.peerPort
+	cu := s.clientURL()
 	pu := loopbackURL(peerPort)
 
 	cfg := embed.NewConfig()
@@ -90,6 +115,12 @@ func (s *Server) run() error {
 	cfg.ListenPeerUrls = []url.URL{pu}
 	cfg.AdvertisePeerUrls = []url.URL{pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if tf := s.tls; tf != nil {
+		cfg.ClientTLSInfo = transport.TLSInfo{
+			CertFile: tf.CertFile, KeyFile: tf.KeyFile,
+			TrustedCAFile: tf.CAFile, ClientCertAuth: tf.ClientCertAuth,
+		}
+	}
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -112,15 +143,24 @@ func (s *Server) run() error {
 	}
 }
 
-// Endpoints returns the client address without a scheme, as dcs/etcd configuration takes it.
+// Endpoints returns the client address without a scheme, as dcs/etcd configuration takes it
+// (with TLS, dcs/etcd adds https:// when its Config.TLS is set).
 func (s *Server) Endpoints() []string {
 	return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(s.clientPort))}
 }
 
 // ClientURL returns the client URL with its scheme, for clients that require one.
 func (s *Server) ClientURL() string {
-	u := loopbackURL(s.clientPort)
+	u := s.clientURL()
 	return u.String()
+}
+
+func (s *Server) clientURL() url.URL {
+	u := loopbackURL(s.clientPort)
+	if s.tls != nil {
+		u.Scheme = "https"
+	}
+	return u
 }
 
 // Close stops the server and waits for it to release its ports and data directory. Idempotent.

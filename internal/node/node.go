@@ -25,8 +25,12 @@ import (
 // Run starts the agent and the REST API and blocks until ctx ends and the agent has stepped down.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	dyn := cfg.Bootstrap.DCS
+	etcdTLS, err := cfg.Etcd.TLSConfig()
+	if err != nil {
+		return fmt.Errorf("while loading the etcd TLS files: %w", err)
+	}
 	store, err := etcd.New(etcd.Config{
-		Endpoints: cfg.Etcd.Hosts, Username: cfg.Etcd.Username, Password: cfg.Etcd.Password,
+		Endpoints: cfg.Etcd.Hosts, Username: cfg.Etcd.Username, Password: cfg.Etcd.Password, TLS: etcdTLS,
 		Namespace: cfg.Namespace, Scope: cfg.Scope, Name: cfg.Name,
 		TTL: dyn.TTLDuration(), RetryTimeout: dyn.RetryDuration(), Logger: log,
 	})

@@ -3,6 +3,7 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,7 +33,11 @@ const keyOptimeLeader = "optime/leader"
 
 // Config describes how to reach etcd and which member this store belongs to.
 type Config struct {
-	Endpoints          []string // host:port or URL; "http://" is assumed without a scheme
+	Endpoints []string // host:port or URL; "http://" is assumed without a scheme ("https://" with TLS)
+	// TLS, when set, secures every connection: endpoints without a scheme get https://, and an
+	// http:// endpoint is refused. It carries the trusted CAs and the client certificate. With
+	// https:// endpoints and no TLS, the system's CAs are trusted.
+	TLS                *tls.Config
 	Username, Password string
 	Namespace, Scope   string
 	Name               string // the member owning this store's lease
@@ -89,13 +94,32 @@ func New(cfg Config) (*Store, error) {
 	for _, ep := range cfg.Endpoints {
 		ep = strings.TrimSpace(ep)
 		if !strings.Contains(ep, "://") {
-			ep = "http://" + ep
+			if cfg.TLS != nil {
+				ep = "https://" + ep
+			} else {
+				ep = "http://" + ep
+			}
 		}
 		u, err := url.Parse(ep)
 		if err != nil || u.Host == "" {
 			return nil, fmt.Errorf("while configuring etcd: invalid endpoint %q", ep)
 		}
+		if u.Scheme != "http" && u.Scheme != "https" {
+			return nil, fmt.Errorf("while configuring etcd: endpoint %q: scheme must be http or https", ep)
+		}
 		eps = append(eps, ep)
+	}
+	for _, ep := range eps {
+		if strings.HasPrefix(ep, "https://") && cfg.TLS == nil {
+			cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
+	if cfg.TLS != nil {
+		for _, ep := range eps {
+			if strings.HasPrefix(ep, "http://") {
+				return nil, fmt.Errorf("while configuring etcd: endpoint %q is plain http while the others use TLS", ep)
+			}
+		}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -106,6 +130,7 @@ func New(cfg Config) (*Store, error) {
 			Endpoints:   eps,
 			Username:    cfg.Username,
 			Password:    cfg.Password,
+			TLS:         cfg.TLS,
 			DialTimeout: cfg.RetryTimeout,
 			// Pings find a dead connection while a watch or keepalive stream is open; etcd
 			// rejects clients that ping more often than every 5 s.
