@@ -5,6 +5,8 @@ package localcluster
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +26,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pgvigil/pgvigil/internal/certs"
 	"github.com/pgvigil/pgvigil/internal/dcs"
 	"github.com/pgvigil/pgvigil/internal/embedetcd"
 )
@@ -53,6 +56,9 @@ type Options struct {
 	// Partitionable routes each node's links through proxies (its etcd connection, and the
 	// addresses other members use for its PostgreSQL and REST API), so Isolate can cut it off.
 	Partitionable bool
+	// EtcdTLS serves etcd over TLS with client-certificate authentication; every node (and
+	// StoreValue) connects with a certificate from the cluster's own CA, in Dir/tls.
+	EtcdTLS bool
 }
 
 // Node is one member: its ports, files and process.
@@ -79,6 +85,8 @@ type Cluster struct {
 	opts  Options
 	Etcd  *embedetcd.Server
 	Nodes []*Node
+	// EtcdTLS are the CA, certificate and key for etcd when Options.EtcdTLS is set.
+	EtcdTLS *certs.Files
 }
 
 // FreePort asks the kernel for an unused loopback port.
@@ -108,11 +116,27 @@ func Start(opts Options) (*Cluster, error) {
 			_ = os.Chmod(d, fi.Mode().Perm()|0o011)
 		}
 	}
-	srv, err := embedetcd.Start(filepath.Join(opts.Dir, "etcd"))
-	if err != nil {
+	var tlsFiles *certs.Files
+	var srv *embedetcd.Server
+	var err error
+	if opts.EtcdTLS {
+		dir := filepath.Join(opts.Dir, "tls")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		f, err := certs.WriteSet(dir, "etcd", []string{"127.0.0.1", "localhost"}, 24*time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		tlsFiles = &f
+		srv, err = embedetcd.StartTLS(filepath.Join(opts.Dir, "etcd"), f.Cert, f.Key, f.CA, true)
+		if err != nil {
+			return nil, fmt.Errorf("while starting embedded etcd with TLS: %w", err)
+		}
+	} else if srv, err = embedetcd.Start(filepath.Join(opts.Dir, "etcd")); err != nil {
 		return nil, fmt.Errorf("while starting embedded etcd: %w", err)
 	}
-	c := &Cluster{opts: opts, Etcd: srv}
+	c := &Cluster{opts: opts, Etcd: srv, EtcdTLS: tlsFiles}
 	for i := 1; i <= opts.Nodes; i++ {
 		n, err := c.newNode(fmt.Sprintf("node%d", i))
 		if err != nil {
@@ -179,7 +203,7 @@ restapi:
   listen: 127.0.0.1:%d
   connect_address: %s
 etcd3:
-  hosts: %s
+  hosts: %s%s
 bootstrap:
   dcs:
     ttl: %d
@@ -198,7 +222,7 @@ postgresql:
   parameters:
     shared_buffers: 32MB
     max_connections: 50
-%s%s`, c.opts.Scope, name, apiPort, apiConnect, etcdHosts, c.opts.TTL, c.opts.LoopWait, c.opts.RetryTimeout,
+%s%s`, c.opts.Scope, name, apiPort, apiConnect, etcdHosts, c.etcdTLSYAML(), c.opts.TTL, c.opts.LoopWait, c.opts.RetryTimeout,
 		pg, pgConnect, n.DataDir, Superuser, SuperPass, Replicator, ReplPass, callbacks, c.opts.Extra)
 	return n, os.WriteFile(n.ConfigPath, []byte(cfg), 0o600)
 }
@@ -495,7 +519,21 @@ func (c *Cluster) Close() {
 
 // StoreValue reads one key under the cluster's prefix straight from etcd ("" when absent).
 func (c *Cluster) StoreValue(ctx context.Context, key string) (string, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Etcd.Endpoints(), DialTimeout: 3 * time.Second})
+	cfg := clientv3.Config{Endpoints: []string{c.Etcd.ClientURL()}, DialTimeout: 3 * time.Second}
+	if f := c.EtcdTLS; f != nil {
+		pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return "", err
+		}
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return "", err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		cfg.TLS = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return "", err
 	}
@@ -507,4 +545,13 @@ func (c *Cluster) StoreValue(ctx context.Context, key string) (string, error) {
 		return "", err
 	}
 	return string(resp.Kvs[0].Value), nil
+}
+
+// etcdTLSYAML is the etcd3 TLS settings of a node's configuration (empty without TLS).
+func (c *Cluster) etcdTLSYAML() string {
+	f := c.EtcdTLS
+	if f == nil {
+		return ""
+	}
+	return fmt.Sprintf("\n  protocol: https\n  cacert: %s\n  cert: %s\n  key: %s", f.CA, f.Cert, f.Key)
 }
