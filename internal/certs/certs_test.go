@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,3 +49,40 @@ func TestIssuedCertificateVerifiesForServerAndClient(t *testing.T) {
 		t.Fatalf("key mode %v, want 0600", fi.Mode().Perm())
 	}
 }
+
+func TestSaveLoadAndRefuseOverwrite(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Save(dir, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Save(dir, false); err == nil {
+		t.Fatal("Save replaced an existing CA without force")
+	}
+	loaded, err := LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := loaded.IssueFor("n", []string{"127.0.0.1"}, Usage{Client: true}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := WriteIssued(dir, "n", cert, key, false); err != nil {
+		t.Fatal(err)
+	}
+	desc, err := Describe(dir + "/n.crt")
+	if err != nil || !contains(desc, "usage:      client") || !contains(desc, "IP:127.0.0.1") || !contains(desc, "(valid)") {
+		t.Fatalf("Describe = %q, %v", desc, err)
+	}
+	if _, _, err := loaded.IssueFor("n", nil, Usage{Server: true}, time.Hour); err == nil {
+		t.Fatal("a certificate without SANs was issued")
+	}
+	if _, _, err := loaded.IssueFor("n", []string{"x"}, Usage{}, time.Hour); err == nil {
+		t.Fatal("a certificate without usage was issued")
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
