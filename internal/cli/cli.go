@@ -183,6 +183,26 @@ func (o *globalOpts) with(a *App, args []string, f func(*session) error) error {
 	return f(s)
 }
 
+// withMembers opens the cluster, reads it, and runs f on the members named in args (all
+// when none is named) that have the role, if one is given.
+func (o *globalOpts) withMembers(a *App, args []string, role string,
+	f func(s *session, v *cluster.View, ms []cluster.Member) error) error {
+	s, err := o.open(a, "")
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	v, err := s.view()
+	if err != nil {
+		return err
+	}
+	ms, err := selectMembers(v, s.t.Scope, args, role)
+	if err != nil {
+		return err
+	}
+	return f(s, v, ms)
+}
+
 func (o *globalOpts) open(a *App, scope string) (*session, error) {
 	t, err := o.target(a, scope)
 	if err != nil {

@@ -89,90 +89,79 @@ func restartCmd(a *App) *cobra.Command {
 		Use:   "restart [MEMBER...]",
 		Short: "Restart PostgreSQL on members (all by default), now or at --scheduled",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := g.open(a, "")
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			v, err := s.view()
-			if err != nil {
-				return err
-			}
-			ms, err := selectMembers(v, s.t.Scope, args, role)
-			if err != nil {
-				return err
-			}
-			at, err := parseScheduled(scheduled)
-			if err != nil {
-				return err
-			}
-			if at != nil && v.Config.Pause {
-				return errors.New("Can't schedule restart in the paused state")
-			}
-			body := map[string]any{}
-			if at != nil {
-				body["schedule"] = at.Format(time.RFC3339Nano)
-			}
-			if pending {
-				body["restart_pending"] = true
-			}
-			if pgVersion != "" {
-				body["postgres_version"] = pgVersion
-			}
-			if timeout > 0 {
-				body["timeout"] = timeout
-			}
-			if pending && at == nil {
-				// Members with nothing pending would answer "restart conditions are not satisfied".
-				var keep []cluster.Member
-				for _, m := range ms {
-					if m.PendingRestart {
-						keep = append(keep, m)
-					} else {
-						fmt.Fprintf(a.Out, "Skipped: no restart pending on member %s\n", m.Name)
-					}
-				}
-				if ms = keep; len(ms) == 0 {
-					return nil
-				}
-			}
-			if !force {
-				_ = s.printMembers(v, false, false, "table")
-				q := fmt.Sprintf("Are you sure you want to restart members %s?", memberNames(ms))
-				if at != nil {
-					q = fmt.Sprintf("Are you sure you want to schedule restart of members %s at %s?", memberNames(ms), at.Format(time.RFC3339))
-				}
-				if err := a.confirm("restart", q); err != nil {
+			return g.withMembers(a, args, role, func(s *session, v *cluster.View, ms []cluster.Member) error {
+				at, err := parseScheduled(scheduled)
+				if err != nil {
 					return err
 				}
-			}
-			wait := 3 * time.Minute
-			if timeout > 0 {
-				wait = time.Duration(timeout)*time.Second + 30*time.Second
-			}
-			failed := 0
-			for _, m := range ms {
-				r, err := s.rest.call(s.ctx, m, http.MethodPost, "/restart", body, wait)
-				switch {
-				case err != nil:
-					fmt.Fprintf(a.Err, "Failed: restart for member %s: %v\n", m.Name, err)
-					failed++
-				case r.Code == http.StatusOK:
-					fmt.Fprintf(a.Out, "Success: restart on member %s\n", m.Name)
-				case r.Code == http.StatusAccepted:
-					fmt.Fprintf(a.Out, "Success: restart scheduled on member %s\n", m.Name)
-				case r.Code == http.StatusConflict:
-					fmt.Fprintf(a.Err, "Failed: another restart is already scheduled on member %s\n", m.Name)
-					failed++
-				default:
-					fmt.Fprintf(a.Err, "Failed: restart for member %s, status code=%d, (%s)\n", m.Name, r.Code, r.Body)
-					failed++
+				if at != nil && v.Config.Pause {
+					return errors.New("Can't schedule restart in the paused state")
 				}
-			}
-			if failed > 0 {
-				return fmt.Errorf("restart failed on %d of %d members", failed, len(ms))
-			}
-			return nil
+				body := map[string]any{}
+				if at != nil {
+					body["schedule"] = at.Format(time.RFC3339Nano)
+				}
+				if pending {
+					body["restart_pending"] = true
+				}
+				if pgVersion != "" {
+					body["postgres_version"] = pgVersion
+				}
+				if timeout > 0 {
+					body["timeout"] = timeout
+				}
+				if pending && at == nil {
+					// Members with nothing pending would answer "restart conditions are not satisfied".
+					var keep []cluster.Member
+					for _, m := range ms {
+						if m.PendingRestart {
+							keep = append(keep, m)
+						} else {
+							fmt.Fprintf(a.Out, "Skipped: no restart pending on member %s\n", m.Name)
+						}
+					}
+					if ms = keep; len(ms) == 0 {
+						return nil
+					}
+				}
+				if !force {
+					_ = s.printMembers(v, false, false, "table")
+					q := fmt.Sprintf("Are you sure you want to restart members %s?", memberNames(ms))
+					if at != nil {
+						q = fmt.Sprintf("Are you sure you want to schedule restart of members %s at %s?", memberNames(ms), at.Format(time.RFC3339))
+					}
+					if err := a.confirm("restart", q); err != nil {
+						return err
+					}
+				}
+				wait := 3 * time.Minute
+				if timeout > 0 {
+					wait = time.Duration(timeout)*time.Second + 30*time.Second
+				}
+				failed := 0
+				for _, m := range ms {
+					r, err := s.rest.call(s.ctx, m, http.MethodPost, "/restart", body, wait)
+					switch {
+					case err != nil:
+						fmt.Fprintf(a.Err, "Failed: restart for member %s: %v\n", m.Name, err)
+						failed++
+					case r.Code == http.StatusOK:
+						fmt.Fprintf(a.Out, "Success: restart on member %s\n", m.Name)
+					case r.Code == http.StatusAccepted:
+						fmt.Fprintf(a.Out, "Success: restart scheduled on member %s\n", m.Name)
+					case r.Code == http.StatusConflict:
+						fmt.Fprintf(a.Err, "Failed: another restart is already scheduled on member %s\n", m.Name)
+						failed++
+					default:
+						fmt.Fprintf(a.Err, "Failed: restart for member %s, status code=%d, (%s)\n", m.Name, r.Code, r.Body)
+						failed++
+					}
+				}
+				if failed > 0 {
+					return fmt.Errorf("restart failed on %d of %d members", failed, len(ms))
+				}
+				return nil
+			})
 		},
 		ValidArgsFunction: memberCompletion(a, &g),
 	}
@@ -195,44 +184,33 @@ func reloadCmd(a *App) *cobra.Command {
 		Use:   "reload [MEMBER...]",
 		Short: "Reload PostgreSQL's configuration on members (all by default)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := g.open(a, "")
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			v, err := s.view()
-			if err != nil {
-				return err
-			}
-			ms, err := selectMembers(v, s.t.Scope, args, role)
-			if err != nil {
-				return err
-			}
-			if !force {
-				_ = s.printMembers(v, false, false, "table")
-				if err := a.confirm("reload", fmt.Sprintf("Are you sure you want to reload members %s?", memberNames(ms))); err != nil {
-					return err
+			return g.withMembers(a, args, role, func(s *session, v *cluster.View, ms []cluster.Member) error {
+				if !force {
+					_ = s.printMembers(v, false, false, "table")
+					if err := a.confirm("reload", fmt.Sprintf("Are you sure you want to reload members %s?", memberNames(ms))); err != nil {
+						return err
+					}
 				}
-			}
-			failed := 0
-			for _, m := range ms {
-				r, err := s.rest.call(s.ctx, m, http.MethodPost, "/reload", nil, 10*time.Second)
-				switch {
-				case err != nil:
-					fmt.Fprintf(a.Err, "Failed: reload for member %s: %v\n", m.Name, err)
-					failed++
-				case r.ok():
-					fmt.Fprintf(a.Out, "Reload request received for member %s and will be processed within %d seconds\n",
-						m.Name, v.Config.LoopWait)
-				default:
-					fmt.Fprintf(a.Err, "Failed: reload for member %s, status code=%d, (%s)\n", m.Name, r.Code, r.Body)
-					failed++
+				failed := 0
+				for _, m := range ms {
+					r, err := s.rest.call(s.ctx, m, http.MethodPost, "/reload", nil, 10*time.Second)
+					switch {
+					case err != nil:
+						fmt.Fprintf(a.Err, "Failed: reload for member %s: %v\n", m.Name, err)
+						failed++
+					case r.ok():
+						fmt.Fprintf(a.Out, "Reload request received for member %s and will be processed within %d seconds\n",
+							m.Name, v.Config.LoopWait)
+					default:
+						fmt.Fprintf(a.Err, "Failed: reload for member %s, status code=%d, (%s)\n", m.Name, r.Code, r.Body)
+						failed++
+					}
 				}
-			}
-			if failed > 0 {
-				return fmt.Errorf("reload failed on %d of %d members", failed, len(ms))
-			}
-			return nil
+				if failed > 0 {
+					return fmt.Errorf("reload failed on %d of %d members", failed, len(ms))
+				}
+				return nil
+			})
 		},
 		ValidArgsFunction: memberCompletion(a, &g),
 	}
@@ -251,54 +229,43 @@ func reinitCmd(a *App) *cobra.Command {
 		Short: "Wipe a replica's data directory and clone it again from the leader",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := g.open(a, "")
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			v, err := s.view()
-			if err != nil {
-				return err
-			}
-			ms, err := selectMembers(v, s.t.Scope, args, "")
-			if err != nil {
-				return err
-			}
-			if !force {
-				_ = s.printMembers(v, false, false, "table")
-				if err := a.confirm("reinitialize", fmt.Sprintf("Are you sure you want to reinitialize members %s?", memberNames(ms))); err != nil {
-					return err
+			return g.withMembers(a, args, "", func(s *session, v *cluster.View, ms []cluster.Member) error {
+				if !force {
+					_ = s.printMembers(v, false, false, "table")
+					if err := a.confirm("reinitialize", fmt.Sprintf("Are you sure you want to reinitialize members %s?", memberNames(ms))); err != nil {
+						return err
+					}
 				}
-			}
-			failed := 0
-			started := map[string]string{} // member → postmaster_start_time before
-			for _, m := range ms {
-				before := ""
-				if st, err := s.rest.status(s.ctx, m); err == nil {
-					before, _ = st["postmaster_start_time"].(string)
+				failed := 0
+				started := map[string]string{} // member → postmaster_start_time before
+				for _, m := range ms {
+					before := ""
+					if st, err := s.rest.status(s.ctx, m); err == nil {
+						before, _ = st["postmaster_start_time"].(string)
+					}
+					r, err := s.rest.call(s.ctx, m, http.MethodPost, "/reinitialize", map[string]any{}, time.Minute)
+					switch {
+					case err != nil:
+						fmt.Fprintf(a.Err, "Failed: reinitialize for member %s: %v\n", m.Name, err)
+						failed++
+					case r.ok():
+						fmt.Fprintf(a.Out, "Success: reinitialize for member %s\n", m.Name)
+						started[m.Name] = before
+					default:
+						fmt.Fprintf(a.Err, "Failed: reinitialize for member %s, status code=%d, (%s)\n", m.Name, r.Code, r.Body)
+						failed++
+					}
 				}
-				r, err := s.rest.call(s.ctx, m, http.MethodPost, "/reinitialize", map[string]any{}, time.Minute)
-				switch {
-				case err != nil:
-					fmt.Fprintf(a.Err, "Failed: reinitialize for member %s: %v\n", m.Name, err)
-					failed++
-				case r.ok():
-					fmt.Fprintf(a.Out, "Success: reinitialize for member %s\n", m.Name)
-					started[m.Name] = before
-				default:
-					fmt.Fprintf(a.Err, "Failed: reinitialize for member %s, status code=%d, (%s)\n", m.Name, r.Code, r.Body)
-					failed++
+				if wait && len(started) > 0 {
+					if err := s.waitReinit(ms, started, time.Duration(waitFor)*time.Second); err != nil {
+						return err
+					}
 				}
-			}
-			if wait && len(started) > 0 {
-				if err := s.waitReinit(ms, started, time.Duration(waitFor)*time.Second); err != nil {
-					return err
+				if failed > 0 {
+					return fmt.Errorf("reinitialize failed on %d of %d members", failed, len(ms))
 				}
-			}
-			if failed > 0 {
-				return fmt.Errorf("reinitialize failed on %d of %d members", failed, len(ms))
-			}
-			return nil
+				return nil
+			})
 		},
 		ValidArgsFunction: memberCompletion(a, &g),
 	}
