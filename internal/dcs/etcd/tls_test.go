@@ -2,84 +2,37 @@ package etcd
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/pgvigil/pgvigil/internal/certs"
 	"github.com/pgvigil/pgvigil/internal/dcs"
 	"github.com/pgvigil/pgvigil/internal/embedetcd"
 )
 
-// testCA signs certificates for the TLS tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
+// issue returns a certificate and key in PEM signed by ca: for 127.0.0.1 as a server (and
+// client), else as a client named cn.
+func issue(t *testing.T, ca *certs.CA, cn string, server bool) (certPEM, keyPEM []byte) {
+	t.Helper()
+	c, k, err := ca.IssueFor(cn, []string{"127.0.0.1"}, certs.Usage{Server: server, Client: true}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, k
 }
 
-var serial int64
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
+func newCA(t *testing.T, name string) *certs.CA {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := certs.NewCA(name, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k
-}
-
-func newCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key := newKey(t)
-	serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a certificate and key in PEM signed by the CA: for 127.0.0.1 as a server, else
-// as a client named cn.
-func (ca *testCA) issue(t *testing.T, cn string, server bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key := newKey(t)
-	serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	return ca
 }
 
 func writeFile(t *testing.T, dir, name string, data []byte) string {
@@ -107,9 +60,9 @@ func tlsStore(t *testing.T, eps []string, name string, tc *tls.Config) *Store {
 func TestTLSClientCertAuth(t *testing.T) {
 	dir := t.TempDir()
 	ca := newCA(t, "etcd-ca")
-	srvCert, srvKey := ca.issue(t, "etcd", true)
-	cliCert, cliKey := ca.issue(t, "pgvigil", false)
-	caFile := writeFile(t, dir, "ca.crt", ca.pem)
+	srvCert, srvKey := issue(t, ca, "etcd", true)
+	cliCert, cliKey := issue(t, ca, "pgvigil", false)
+	caFile := writeFile(t, dir, "ca.crt", ca.PEM())
 	srv, err := embedetcd.StartTLS(filepath.Join(dir, "data"), writeFile(t, dir, "server.crt", srvCert),
 		writeFile(t, dir, "server.key", srvKey), caFile, true)
 	if err != nil {
@@ -121,7 +74,7 @@ func TestTLSClientCertAuth(t *testing.T) {
 	}
 
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	roots.AppendCertsFromPEM(ca.PEM())
 	pair, err := tls.X509KeyPair(cliCert, cliKey)
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +115,7 @@ func TestTLSClientCertAuth(t *testing.T) {
 	})
 	t.Run("another CA", func(t *testing.T) {
 		other := x509.NewCertPool()
-		other.AddCert(newCA(t, "other-ca").cert)
+		other.AppendCertsFromPEM(newCA(t, "other-ca").PEM())
 		refused(t, &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: other, Certificates: []tls.Certificate{pair}})
 	})
 	t.Run("system CAs only, and http:// refused with TLS", func(t *testing.T) {
