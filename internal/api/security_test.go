@@ -2,16 +2,11 @@ package api
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pgvigil/pgvigil/internal/agent"
+	"github.com/pgvigil/pgvigil/internal/certs"
 	"github.com/pgvigil/pgvigil/internal/cluster"
 	"github.com/pgvigil/pgvigil/internal/ha"
 	"github.com/pgvigil/pgvigil/internal/postgres"
@@ -327,8 +323,7 @@ type secPKI struct {
 	serverCert, serverKey     string
 	clientCert, clientKey     string
 	strangerCert, strangerKey string
-	ca                        *x509.Certificate
-	caKey                     *ecdsa.PrivateKey
+	ca                        *certs.CA
 }
 
 func writePEM(t *testing.T, path, typ string, der []byte) {
@@ -338,63 +333,44 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	}
 }
 
-func newCA(t *testing.T, dir, name string) (*x509.Certificate, *ecdsa.PrivateKey, string) {
+// newCA creates a CA and writes its certificate as dir/name.crt.
+func newCA(t *testing.T, dir, name string) (*certs.CA, string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := certs.NewCA(name, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
 	path := filepath.Join(dir, name+".crt")
-	writePEM(t, path, "CERTIFICATE", der)
-	return cert, key, path
+	if err := os.WriteFile(path, ca.PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ca, path
 }
 
-// issue writes a leaf certificate signed by ca and its key; server certificates are for 127.0.0.1.
-func issue(t *testing.T, dir, name string, serial int64, server bool, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (string, string) {
+// issue writes a leaf certificate signed by ca and its key: a server certificate for 127.0.0.1,
+// or a client-only one.
+func issue(t *testing.T, dir, name string, server bool, ca *certs.CA) (string, string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, key, err := ca.IssueFor(name, []string{"127.0.0.1"}, certs.Usage{Server: server, Client: !server}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	cf, kf, err := certs.WriteIssued(dir, name, cert, key, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, kf := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	writePEM(t, cf, "CERTIFICATE", der)
-	writePEM(t, kf, "PRIVATE KEY", kder)
 	return cf, kf
 }
 
 func newPKI(t *testing.T) *secPKI {
 	t.Helper()
 	p := &secPKI{dir: t.TempDir()}
-	p.ca, p.caKey, p.caFile = newCA(t, p.dir, "ca")
-	p.serverCert, p.serverKey = issue(t, p.dir, "server", 10, true, p.ca, p.caKey)
-	p.clientCert, p.clientKey = issue(t, p.dir, "client", 11, false, p.ca, p.caKey)
-	other, otherKey, otherFile := newCA(t, p.dir, "other-ca")
+	p.ca, p.caFile = newCA(t, p.dir, "ca")
+	p.serverCert, p.serverKey = issue(t, p.dir, "server", true, p.ca)
+	p.clientCert, p.clientKey = issue(t, p.dir, "client", false, p.ca)
+	other, otherFile := newCA(t, p.dir, "other-ca")
 	p.otherCAFile = otherFile
-	p.strangerCert, p.strangerKey = issue(t, p.dir, "stranger", 12, false, other, otherKey)
+	p.strangerCert, p.strangerKey = issue(t, p.dir, "stranger", false, other)
 	return p
 }
 
@@ -553,20 +529,30 @@ func TestTLSConfigErrors(t *testing.T) {
 func TestTLSCertificateReload(t *testing.T) {
 	p := newPKI(t)
 	base := serveTLS(t, p, "none")
-	serial := func() int64 {
+	serial := func() string {
 		t.Helper()
 		resp, err := client(t, p.caFile, "", "").Get(base + "/patroni")
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		return resp.TLS.PeerCertificates[0].SerialNumber.Int64()
+		return resp.TLS.PeerCertificates[0].SerialNumber.String()
 	}
-	if s := serial(); s != 10 {
-		t.Fatalf("serial %d, want 10", s)
+	fileSerial := func(path string) string {
+		t.Helper()
+		pair, err := tls.LoadX509KeyPair(path, strings.TrimSuffix(path, ".crt")+".key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(pair.Certificate[0])
+		return c.SerialNumber.String()
+	}
+	if s, want := serial(), fileSerial(p.serverCert); s != want {
+		t.Fatalf("serial %s, want %s", s, want)
 	}
 	// A renewal: new files moved into place, with a later modification time.
-	cf, kf := issue(t, t.TempDir(), "server", 20, true, p.ca, p.caKey)
+	cf, kf := issue(t, t.TempDir(), "server", true, p.ca)
+	renewed := fileSerial(cf)
 	later := time.Now().Add(time.Minute)
 	for src, dst := range map[string]string{cf: p.serverCert, kf: p.serverKey} {
 		if err := os.Rename(src, dst); err != nil {
@@ -577,15 +563,15 @@ func TestTLSCertificateReload(t *testing.T) {
 		}
 	}
 	time.Sleep(1100 * time.Millisecond)
-	if s := serial(); s != 20 {
-		t.Errorf("after renewal serial %d, want 20", s)
+	if s := serial(); s != renewed {
+		t.Errorf("after renewal serial %s, want %s", s, renewed)
 	}
 	// A broken file keeps the previous pair in service.
 	if err := os.WriteFile(p.serverKey, []byte("half written"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1100 * time.Millisecond)
-	if s := serial(); s != 20 {
-		t.Errorf("after a broken key file serial %d, want 20", s)
+	if s := serial(); s != renewed {
+		t.Errorf("after a broken key file serial %s, want %s", s, renewed)
 	}
 }
