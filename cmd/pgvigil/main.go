@@ -28,8 +28,8 @@ func main() {
 	root.AddCommand(versionCmd(), nodeCmd(), demoCmd(), benchCmd(), watchdogCmd(), certsCmd(), proxyCmd())
 	root.AddCommand(cliCommands()...)
 	root.AddCommand(backupCommands()...)
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
+	if cmd, err := root.ExecuteC(); err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", errorMessage(cmd, err, os.Environ()))
 		os.Exit(1)
 	}
 }

@@ -2,7 +2,6 @@ package config
 
 import (
 	"bytes"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -25,9 +24,17 @@ type Proxy struct {
 
 	Listen ProxyListen `yaml:"listen"`
 	TLS    ProxyTLS    `yaml:"tls"`
+	// ClientTLSSSLMode is what the proxy asks of its clients, as PgBouncer's client_tls_sslmode:
+	// disable (TLS not offered), allow or prefer (offered), require (clients without TLS are
+	// refused). Empty in the file: prefer when tls.cert is set, disable otherwise.
+	ClientTLSSSLMode string `yaml:"client_tls_sslmode"`
 	// ServerTLSSSLMode is libpq's sslmode for connections to PostgreSQL.
 	ServerTLSSSLMode string `yaml:"server_tls_sslmode"`
 	ServerTLSCAFile  string `yaml:"server_tls_ca_file"`
+
+	// RestAPI is how the proxy calls the members' REST APIs (GET /primary before routing to a
+	// new leader): the keys of a node's restapi section that matter to a client.
+	RestAPI ProxyRestAPI `yaml:"restapi"`
 
 	Auth ProxyAuth `yaml:"auth"`
 
@@ -96,6 +103,16 @@ type ProxyListen struct {
 type ProxyTLS struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+}
+
+// ProxyRestAPI are the TLS files for https REST APIs, named as in a node's restapi section.
+// cafile holds the CAs the members' certificates are verified against (empty: the system's);
+// certfile and keyfile are the client certificate presented to APIs that verify clients
+// (keyfile may be left out when certfile holds the key too). Re-read on SIGHUP.
+type ProxyRestAPI struct {
+	CAFile   string `yaml:"cafile"`
+	CertFile string `yaml:"certfile"`
+	KeyFile  string `yaml:"keyfile"`
 }
 
 // ProxyAuth says how clients authenticate to the proxy. The proxy logs in to PostgreSQL with
@@ -180,7 +197,8 @@ func LoadProxy(path string) (*Proxy, error) {
 		return nil, err
 	}
 	base := filepath.Dir(path)
-	for _, f := range []*string{&p.Auth.File, &p.TLS.Cert, &p.TLS.Key, &p.ServerTLSCAFile, &p.Etcd.CACert, &p.Etcd.Cert, &p.Etcd.Key} {
+	for _, f := range []*string{&p.Auth.File, &p.TLS.Cert, &p.TLS.Key, &p.ServerTLSCAFile, &p.Etcd.CACert, &p.Etcd.Cert, &p.Etcd.Key,
+		&p.RestAPI.CAFile, &p.RestAPI.CertFile, &p.RestAPI.KeyFile} {
 		if *f != "" && !filepath.IsAbs(*f) {
 			*f = filepath.Join(base, *f)
 		}
@@ -198,6 +216,12 @@ func ParseProxy(b []byte) (*Proxy, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&p); err != nil {
 		return nil, fmt.Errorf("while decoding the proxy configuration: %w", err)
+	}
+	if p.ClientTLSSSLMode == "" {
+		p.ClientTLSSSLMode = "disable"
+		if p.TLS.Cert != "" {
+			p.ClientTLSSSLMode = "prefer"
+		}
 	}
 	if errs := p.problems(); len(errs) > 0 {
 		out := make([]error, len(errs))
@@ -247,6 +271,18 @@ func (p *Proxy) problems() []*FieldError {
 	}
 	if (p.TLS.Cert == "") != (p.TLS.Key == "") {
 		add("tls", "cert and key go together: set both or neither")
+	}
+	switch p.ClientTLSSSLMode {
+	case "disable":
+	case "allow", "prefer", "require":
+		if p.TLS.Cert == "" {
+			add("client_tls_sslmode", "%s needs a certificate to offer: set tls.cert and tls.key", p.ClientTLSSSLMode)
+		}
+	default:
+		add("client_tls_sslmode", "must be one of disable, allow, prefer, require; got %q", p.ClientTLSSSLMode)
+	}
+	if p.RestAPI.KeyFile != "" && p.RestAPI.CertFile == "" {
+		add("restapi.certfile", "required when restapi.keyfile is set")
 	}
 	switch p.ServerTLSSSLMode {
 	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
@@ -318,9 +354,12 @@ func (p *Proxy) checkFiles() []error {
 		}
 	}
 	if p.TLS.Cert != "" {
-		if _, err := loadPair(p.TLS.Cert, p.TLS.Key); err != nil {
-			errs = append(errs, &FieldError{Key: "tls.cert", Msg: err.Error()})
-		}
+		errs = append(errs, checkTLSFiles(tlsFileKeys{"tls.cert", "tls.key", ""}, p.TLS.Cert, p.TLS.Key, "")...)
+	}
+	errs = append(errs, checkTLSFiles(tlsFileKeys{"restapi.certfile", "restapi.keyfile", "restapi.cafile"},
+		p.RestAPI.CertFile, p.RestAPI.KeyFile, p.RestAPI.CAFile)...)
+	if p.ServerTLSCAFile != "" {
+		errs = append(errs, checkTLSFiles(tlsFileKeys{ca: "server_tls_ca_file"}, "", "", p.ServerTLSCAFile)...)
 	}
 	if p.Etcd.Protocol == "https" {
 		if _, err := EtcdClientTLS(p.Etcd.CACert, p.Etcd.Cert, p.Etcd.Key); err != nil {
@@ -328,6 +367,15 @@ func (p *Proxy) checkFiles() []error {
 		}
 	}
 	return errs
+}
+
+// Secrets returns the passwords the proxy configuration itself holds (the auth file's are the
+// proxy's to mask), for redaction of logs and messages.
+func (p *Proxy) Secrets() []string {
+	if p.Etcd.Password == "" {
+		return nil
+	}
+	return []string{p.Etcd.Password}
 }
 
 // PoolFor returns the pool mode and size for a database and user.
@@ -344,11 +392,4 @@ func (p *Proxy) PoolFor(db, user string) (mode string, size int) {
 		}
 	}
 	return mode, size
-}
-
-func loadPair(cert, key string) (bool, error) {
-	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
-		return false, fmt.Errorf("certificate %s and key %s do not load as a pair: %w", cert, key, err)
-	}
-	return true, nil
 }

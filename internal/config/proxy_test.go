@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgvigil/pgvigil/internal/certs"
 )
 
 const minimalProxy = `scope: demo
@@ -49,6 +51,10 @@ func TestParseProxyErrorsNameTheKey(t *testing.T) {
 		{minimalProxy + "read_only: {balance: random}\n", "read_only.balance: must be round-robin or least-connections"},
 		{minimalProxy + "read_only: {max_lag: -5}\n", "read_only.max_lag: must not be negative"},
 		{minimalProxy + "tls: {cert: a.pem}\n", "tls: cert and key go together"},
+		{minimalProxy + "client_tls_sslmode: require\n", "client_tls_sslmode: require needs a certificate to offer"},
+		{minimalProxy + "tls: {cert: a.pem, key: a.key}\nclient_tls_sslmode: verify-full\n", `client_tls_sslmode: must be one of disable, allow, prefer, require; got "verify-full"`},
+		{minimalProxy + "restapi: {keyfile: k.pem}\n", "restapi.certfile: required when restapi.keyfile is set"},
+		{minimalProxy + "restapi: {ca_file: ca.pem}\n", "field ca_file not found"},
 		{minimalProxy + "pools: {app: {pool_mode: nope}}\n", "pools.app.pool_mode: must be session or transaction"},
 		{minimalProxy + "max_message_size: 10\n", "max_message_size: must be at least 1024"},
 		{minimalProxy + "max_message_size: 2147483648\n", "max_message_size: must be at most 1 GiB"},
@@ -82,5 +88,74 @@ func TestLoadProxyResolvesAndChecksFiles(t *testing.T) {
 	}
 	if p.Auth.File != filepath.Join(dir, "users.txt") {
 		t.Fatalf("auth.file = %s, want it next to the configuration", p.Auth.File)
+	}
+}
+
+func TestParseProxyClientTLSDefault(t *testing.T) {
+	for _, tc := range []struct{ extra, want string }{
+		{"", "disable"},
+		{"tls: {cert: a.pem, key: a.key}\n", "prefer"},
+		{"tls: {cert: a.pem, key: a.key}\nclient_tls_sslmode: require\n", "require"},
+		{"tls: {cert: a.pem, key: a.key}\nclient_tls_sslmode: disable\n", "disable"},
+	} {
+		p, err := ParseProxy([]byte(minimalProxy + tc.extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.ClientTLSSSLMode != tc.want {
+			t.Errorf("%q: client_tls_sslmode %q, want %q", tc.extra, p.ClientTLSSSLMode, tc.want)
+		}
+	}
+}
+
+// TestLoadProxyChecksRESTAPIFiles: the restapi files resolve next to the configuration, must
+// exist and parse, and every error names the key.
+func TestLoadProxyChecksRESTAPIFiles(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Save(dir, true); err != nil {
+		t.Fatal(err)
+	}
+	c, k, err := ca.IssueFor("proxy", []string{"127.0.0.1"}, certs.Usage{Client: true}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := certs.WriteIssued(dir, "proxy", c, k, true); err != nil {
+		t.Fatal(err)
+	}
+	expired, ek, _ := ca.IssueFor("old", []string{"127.0.0.1"}, certs.Usage{Client: true}, -time.Minute)
+	if _, _, err := certs.WriteIssued(dir, "old", expired, ek, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty.pem"), []byte("not PEM\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load := func(restapi string) error {
+		t.Helper()
+		path := filepath.Join(dir, "proxy.yaml")
+		if err := os.WriteFile(path, []byte(minimalProxy+restapi), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadProxy(path)
+		return err
+	}
+	if err := load("restapi: {cafile: ca.crt, certfile: proxy.crt, keyfile: proxy.key}\n"); err != nil {
+		t.Fatalf("valid restapi section refused: %v", err)
+	}
+	for _, tc := range []struct{ restapi, want string }{
+		{"restapi: {cafile: missing.crt}\n", "restapi.cafile: cannot read"},
+		{"restapi: {cafile: empty.pem}\n", "restapi.cafile: " + filepath.Join(dir, "empty.pem") + " holds no PEM certificates"},
+		{"restapi: {certfile: proxy.crt}\n", "restapi.keyfile: required: restapi.certfile (" + filepath.Join(dir, "proxy.crt") + ") holds no private key"},
+		{"restapi: {certfile: proxy.crt, keyfile: missing.key}\n", "restapi.keyfile: cannot read"},
+		{"restapi: {certfile: proxy.crt, keyfile: old.key}\n", "restapi.certfile: certificate " + filepath.Join(dir, "proxy.crt") + " and key"},
+		{"restapi: {certfile: old.crt, keyfile: old.key}\n", "restapi.certfile: certificate " + filepath.Join(dir, "old.crt") + " (old) expired on"},
+		{"server_tls_ca_file: empty.pem\n", "server_tls_ca_file: " + filepath.Join(dir, "empty.pem") + " holds no PEM certificates"},
+	} {
+		if err := load(tc.restapi); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.restapi, err, tc.want)
+		}
 	}
 }

@@ -89,42 +89,53 @@ func checkAllowlistEntry(e string) error {
 // load as a pair and the CA file must hold certificates. Parse runs it; Decode does not.
 func (c *Config) CheckRestAPIFiles() []error {
 	r := &c.RestAPI
+	return checkTLSFiles(tlsFileKeys{"restapi.certfile", "restapi.keyfile", "restapi.cafile"}, r.CertFile, r.KeyFile, r.CAFile)
+}
+
+// tlsFileKeys are the dotted keys that name a certificate, its key and a CA file, for errors.
+type tlsFileKeys struct{ cert, key, ca string }
+
+// checkTLSFiles reads a certificate with its key (keyFile empty: certFile holds the key too, as
+// Patroni allows) and a CA file; empty names are left out. The pair must load and not have
+// expired, the CA file must hold PEM certificates; every error names the key to fix.
+func checkTLSFiles(keys tlsFileKeys, certFile, keyFile, caFile string) []error {
 	var errs []error
 	add := func(key, format string, args ...any) {
 		errs = append(errs, &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
-	if r.CertFile != "" {
-		cert, certErr := os.ReadFile(r.CertFile)
+	if certFile != "" {
+		cert, certErr := os.ReadFile(certFile) // #nosec G304 -- certificate file named by the operator's configuration
 		if certErr != nil {
-			add("restapi.certfile", "cannot read: %v", certErr)
+			add(keys.cert, "cannot read: %v", certErr)
 		}
-		key, keyErr := cert, certErr
-		if r.KeyFile != "" {
-			if key, keyErr = os.ReadFile(r.KeyFile); keyErr != nil {
-				add("restapi.keyfile", "cannot read: %v", keyErr)
+		key, keyErr, keyPath := cert, certErr, certFile
+		if keyFile != "" {
+			keyPath = keyFile
+			if key, keyErr = os.ReadFile(keyFile); keyErr != nil { // #nosec G304 -- key file named by the operator's configuration
+				add(keys.key, "cannot read: %v", keyErr)
 			}
 		}
 		if certErr == nil && keyErr == nil {
 			if _, err := tls.X509KeyPair(cert, key); err != nil {
 				switch {
-				case r.KeyFile == "" && !hasPrivateKey(key):
-					add("restapi.keyfile", "required: restapi.certfile (%s) holds no private key", r.CertFile)
+				case keyFile == "" && !hasPrivateKey(key):
+					add(keys.key, "required: %s (%s) holds no private key", keys.cert, certFile)
 				case isEncryptedKey(key):
-					add("restapi.keyfile", "%s holds an encrypted private key, which pgvigil cannot use; decrypt it "+
-						"(e.g. openssl pkey -in key.pem -out plain.pem)", r.TLSKeyFile())
+					add(keys.key, "%s holds an encrypted private key, which pgvigil cannot use; decrypt it "+
+						"(e.g. openssl pkey -in key.pem -out plain.pem)", keyPath)
 				default:
-					add("restapi.certfile", "certificate %s and key %s do not load as a pair: %v", r.CertFile, r.TLSKeyFile(), err)
+					add(keys.cert, "certificate %s and key %s do not load as a pair: %v", certFile, keyPath, err)
 				}
-			} else if err := CheckNotExpired(r.CertFile, time.Now()); err != nil {
-				add("restapi.certfile", "%v", err)
+			} else if err := CheckNotExpired(certFile, time.Now()); err != nil {
+				add(keys.cert, "%v", err)
 			}
 		}
 	}
-	if r.CAFile != "" {
-		if pemCA, err := os.ReadFile(r.CAFile); err != nil {
-			add("restapi.cafile", "cannot read: %v", err)
+	if caFile != "" {
+		if pemCA, err := os.ReadFile(caFile); err != nil { // #nosec G304 -- CA file named by the operator's configuration
+			add(keys.ca, "cannot read: %v", err)
 		} else if !x509.NewCertPool().AppendCertsFromPEM(pemCA) {
-			add("restapi.cafile", "%s holds no PEM certificates", r.CAFile)
+			add(keys.ca, "%s holds no PEM certificates", caFile)
 		}
 	}
 	return errs

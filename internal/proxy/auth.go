@@ -46,6 +46,17 @@ type scramSecret struct {
 // SCRAM-SHA-256$… verifier as PostgreSQL stores it. Lines starting with ; or # are comments.
 type Userlist map[string]*secret
 
+// Passwords are the plain-text passwords of the auth file, for redaction.
+func (u Userlist) Passwords() []string {
+	var out []string
+	for _, s := range u {
+		if s.plain != "" {
+			out = append(out, s.plain)
+		}
+	}
+	return out
+}
+
 // LoadUserlist reads and parses an auth file.
 func LoadUserlist(path string) (Userlist, error) {
 	f, err := os.Open(path) // #nosec G304 -- the auth file the operator named in auth.file

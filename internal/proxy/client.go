@@ -149,8 +149,7 @@ func (c *client) startup() error {
 		code := binary.BigEndian.Uint32(body)
 		switch code {
 		case sslRequestCode:
-			cert := p.tlsCert.Load()
-			if cert == nil || c.isTLS {
+			if p.listenerCert == nil || p.cfg.ClientTLSSSLMode == "disable" || c.isTLS {
 				if _, err := c.conn.Write([]byte{'N'}); err != nil {
 					return err
 				}
@@ -163,8 +162,7 @@ func (c *client) startup() error {
 			if _, err := c.conn.Write([]byte{'S'}); err != nil {
 				return err
 			}
-			tc := tls.Server(c.conn, &tls.Config{MinVersion: tls.VersionTLS12,
-				GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return p.tlsCert.Load(), nil }})
+			tc := tls.Server(c.conn, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: p.listenerCert.GetCertificate})
 			if err := tc.Handshake(); err != nil {
 				return fmt.Errorf("while negotiating TLS: %w", err)
 			}
@@ -201,6 +199,12 @@ func (c *client) startup() error {
 	}
 	if c.db == "" {
 		c.db = c.user
+	}
+	if p.cfg.ClientTLSSSLMode == "require" && !c.isTLS {
+		// As PostgreSQL answers a plain connection that only hostssl lines would admit.
+		p.met.errors.WithLabelValues("auth").Inc()
+		c.fatal("28000", fmt.Sprintf("no encryption: the proxy accepts user %q, database %q only over SSL (client_tls_sslmode is require)", c.user, c.db))
+		return errors.New("client without SSL refused (client_tls_sslmode is require)")
 	}
 	if _, ok := sm.Parameters["replication"]; ok {
 		c.fatal("0A000", "replication connections are not supported by the proxy; connect to the members directly")

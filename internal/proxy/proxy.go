@@ -5,6 +5,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,9 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pgvigil/pgvigil/internal/certs"
 	"github.com/pgvigil/pgvigil/internal/config"
 	"github.com/pgvigil/pgvigil/internal/dcs"
 	"github.com/pgvigil/pgvigil/internal/dcs/etcd"
+	"github.com/pgvigil/pgvigil/internal/redact"
 )
 
 // Proxy is one running proxy. It keeps no state that another proxy would need: several can
@@ -36,7 +39,10 @@ type Proxy struct {
 	met    *metricSet
 	ctx    context.Context
 
-	tlsCert atomic.Pointer[tls.Certificate]
+	// listenerCert is the certificate offered to clients (nil without tls.cert); rest is the
+	// client for the members' REST APIs, replaced whole when its TLS files are re-read.
+	listenerCert *certs.Reloader
+	rest         atomic.Pointer[http.Client]
 
 	nclients atomic.Int64
 	nextID   atomic.Uint64
@@ -65,7 +71,16 @@ func New(cfg *config.Proxy, log *slog.Logger) (*Proxy, error) {
 		}
 		p.users = u
 	}
-	if err := p.ReloadTLS(); err != nil {
+	// The proxy holds its users' passwords and the store's: none of them may reach its log.
+	p.log = slog.New(redact.New(append(cfg.Secrets(), p.users.Passwords()...)...).Handler(log.Handler()))
+	if cfg.TLS.Cert != "" {
+		r, err := certs.NewReloader(cfg.TLS.Cert, cfg.TLS.Key, "")
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert: %w", err)
+		}
+		p.listenerCert = r
+	}
+	if err := p.loadRESTClient(); err != nil {
 		return nil, err
 	}
 	var err error
@@ -102,17 +117,52 @@ func (p *Proxy) Addrs() (rw, ro, httpAddr string) {
 	return rw, ro, httpAddr
 }
 
-// ReloadTLS (re)reads the client-facing certificate and key; the next handshake uses them.
-// On error the previous certificate stays in use.
+// ReloadTLS re-reads the certificate offered to clients and the REST API client's CA file and
+// certificate (SIGHUP); the next handshakes use them. A file that fails to load leaves what was
+// in service, and the error names it.
 func (p *Proxy) ReloadTLS() error {
-	if p.cfg.TLS.Cert == "" {
-		return nil
+	var errs []error
+	if p.listenerCert != nil {
+		if err := p.listenerCert.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("tls.cert: %w", err))
+		}
 	}
-	c, err := tls.LoadX509KeyPair(p.cfg.TLS.Cert, p.cfg.TLS.Key)
-	if err != nil {
-		return fmt.Errorf("tls: while loading %s and %s: %w", p.cfg.TLS.Cert, p.cfg.TLS.Key, err)
+	if err := p.loadRESTClient(); err != nil {
+		errs = append(errs, err)
 	}
-	p.tlsCert.Store(&c)
+	return errors.Join(errs...)
+}
+
+// loadRESTClient builds the client for the members' REST APIs from the restapi section: the
+// members' certificates are verified against restapi.cafile (the system's CAs when empty), and
+// restapi.certfile is presented to APIs that ask for a client certificate. The certificate is
+// served through a reloader, so a renewed file reaches new connections even before a SIGHUP.
+func (p *Proxy) loadRESTClient() error {
+	r := p.cfg.RestAPI
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if r.CAFile != "" {
+		b, err := os.ReadFile(r.CAFile)
+		if err != nil {
+			return fmt.Errorf("restapi.cafile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return fmt.Errorf("restapi.cafile: %s holds no PEM certificates", r.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if r.CertFile != "" {
+		cert, err := certs.NewReloader(r.CertFile, r.KeyFile, "")
+		if err != nil {
+			return fmt.Errorf("restapi.certfile: %w", err)
+		}
+		tc.GetClientCertificate = cert.GetClientCertificate
+	}
+	old := p.rest.Swap(&http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, IdleConnTimeout: time.Minute}})
+	if old != nil {
+		// Kept-alive connections still carry the old certificates; the next request dials anew.
+		old.CloseIdleConnections()
+	}
 	return nil
 }
 
@@ -121,7 +171,7 @@ func (p *Proxy) Run(ctx context.Context, store dcs.Store) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.ctx = ctx
-	top := &topology{p: p, store: store, http: &http.Client{Timeout: 3 * time.Second}}
+	top := &topology{p: p, store: store}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); top.run(ctx) }()
@@ -493,6 +543,7 @@ func OpenStore(cfg *config.Proxy, log *slog.Logger) (dcs.Store, error) {
 		}
 	}
 	host, _ := os.Hostname()
+	log = slog.New(redact.New(cfg.Secrets()...).Handler(log.Handler()))
 	return etcd.New(etcd.Config{Endpoints: cfg.Etcd.Hosts, TLS: tc, Username: cfg.Etcd.Username, Password: cfg.Etcd.Password,
 		Namespace: cfg.Namespace, Scope: cfg.Scope, Name: fmt.Sprintf("proxy-%s-%d", host, os.Getpid()),
 		RetryTimeout: 3 * time.Second, Logger: log})

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -182,7 +183,6 @@ type backendKey struct {
 type topology struct {
 	p     *Proxy
 	store dcs.Store
-	http  *http.Client
 
 	// Owned by the run goroutine.
 	current     *backend // the confirmed primary's read-write backend
@@ -192,6 +192,9 @@ type topology struct {
 	drainStart  time.Time
 	drainEnded  bool
 	outage      bool
+	// apiProblem is the last REST API failure logged, so that a check retried every 100 ms
+	// (a TLS misconfiguration, say) is reported once, not on every try.
+	apiProblem string
 }
 
 // run reads the cluster at start, then again on every watch event (leader or failover key)
@@ -439,14 +442,31 @@ func (t *topology) isPrimary(ctx context.Context, api string) bool {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/primary", nil)
 	if err != nil {
+		t.apiFailed(slog.LevelWarn, api, err.Error())
 		return false
 	}
-	resp, err := t.http.Do(req)
+	resp, err := t.p.rest.Load().Do(req)
 	if err != nil {
+		t.apiFailed(slog.LevelWarn, api, err.Error())
 		return false
 	}
 	_ = resp.Body.Close() // only the status matters; the body is empty or ignored
-	return resp.StatusCode == http.StatusOK
+	if resp.StatusCode != http.StatusOK {
+		// Expected while a new leader is still being promoted.
+		t.apiFailed(slog.LevelInfo, api, "GET /primary answered "+resp.Status)
+		return false
+	}
+	t.apiProblem = ""
+	return true
+}
+
+// apiFailed logs a REST API failure unless it is the one logged last.
+func (t *topology) apiFailed(level slog.Level, api, problem string) {
+	if problem == t.apiProblem {
+		return
+	}
+	t.apiProblem = problem
+	t.p.log.Log(context.Background(), level, "REST API does not confirm the member as primary", "api", api, "err", problem)
 }
 
 // apiBase turns a member's api_url (…/patroni) into the base URL of its REST API.

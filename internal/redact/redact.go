@@ -5,6 +5,7 @@ package redact
 import (
 	"context"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -124,4 +125,29 @@ func (h *handler) attr(a slog.Attr) slog.Attr {
 		}
 	}
 	return slog.Attr{Key: a.Key, Value: v}
+}
+
+// conninfoPassword is a password in a libpq key/value connection string (password=x or
+// password='x y'), and urlPassword the password in a URL's user information
+// (postgres://user:x@host, etcd://root:x@host).
+var (
+	conninfoPassword = regexp.MustCompile(`(?i)(\b(?:pg)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'"]+)`)
+	urlPassword      = regexp.MustCompile(`(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)([^@\s/]+)@`)
+)
+
+// Conninfo masks passwords written into connection strings and URLs, whether or not they are
+// known secrets: an error that quotes a DSN (a mistyped --dcs-url, a libpq string an operator
+// passed) must not print the password it holds.
+func Conninfo(s string) string {
+	s = conninfoPassword.ReplaceAllString(s, "${1}"+Mask)
+	return urlPassword.ReplaceAllString(s, "${1}"+Mask+"@")
+}
+
+// Message is the text of err to show a person: known secrets and any password written into a
+// connection string or URL masked.
+func (x *Redactor) Message(err error) string {
+	if err == nil {
+		return ""
+	}
+	return x.String(Conninfo(err.Error()))
 }

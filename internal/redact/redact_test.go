@@ -63,3 +63,31 @@ func TestHandler(t *testing.T) {
 		}
 	}
 }
+
+func TestConninfoMasksPasswordsInConnectionStrings(t *testing.T) {
+	for in, want := range map[string]string{
+		"host=h port=5432 user=u password=hunter22 dbname=d": "host=h port=5432 user=u password=" + Mask + " dbname=d",
+		"host=h password = 'a b\\' c' sslmode=verify-full":   "host=h password = " + Mask + " sslmode=verify-full",
+		"PASSWORD=x1": "PASSWORD=" + Mask,
+		"dial postgres://app:s3cr%40t@db:5432/app?sslmode=require":    "dial postgres://app:" + Mask + "@db:5432/app?sslmode=require",
+		`bad --dcs-url "etcds://root:pw@127.0.0.1:2379": refused`:     `bad --dcs-url "etcds://root:` + Mask + `@127.0.0.1:2379": refused`,
+		"postgres://app@db/app and https://db:8008/patroni unchanged": "postgres://app@db/app and https://db:8008/patroni unchanged",
+		"no password given; password_encryption=scram-sha-256":        "no password given; password_encryption=scram-sha-256",
+	} {
+		if got := Conninfo(in); got != want {
+			t.Errorf("Conninfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestMessageMasksKnownSecretsAndConnectionStrings(t *testing.T) {
+	x := New("t0psecret")
+	err := fmt.Errorf("while connecting with %q: %w", "host=db user=u password=other-pw", errors.New("auth failed for t0psecret"))
+	got := x.Message(err)
+	if strings.Contains(got, "other-pw") || strings.Contains(got, "t0psecret") || !strings.Contains(got, "password="+Mask) {
+		t.Errorf("Message = %q", got)
+	}
+	if x.Message(nil) != "" || (*Redactor)(nil).Message(errors.New("password=abc")) != "password="+Mask {
+		t.Error("nil error or nil redactor mishandled")
+	}
+}
