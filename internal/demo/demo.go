@@ -110,9 +110,7 @@ func Run(ctx context.Context, o Options) error {
 				fmt.Fprintln(o.Out, "proxy did not start:", err)
 			} else {
 				defer px.Stop()
-				fmt.Fprintf(o.Out, "proxy (transaction pooling, SCRAM): read-write psql \"%s\"\n", px.DSN(false))
-				fmt.Fprintf(o.Out, "                                     read-only  psql \"%s\"\n", px.DSN(true))
-				fmt.Fprintf(o.Out, "                                     pools, clients, metrics: http://%s/pools /clients /metrics (log %s)\n", px.HTTP, px.LogPath)
+				printProxy(o.Out, px)
 			}
 			if o.KillLeader {
 				killed, killedAt = crashLeader(ctx, c, o.Out)
@@ -188,4 +186,17 @@ func printTLS(out io.Writer, c *localcluster.Cluster) {
 			n.Name, c.CAFile, n.APIURL(), n.TLS.Cert, n.TLS.Key, localcluster.APIUser, n.ConfigPath)
 	}
 	fmt.Fprintf(out, "operator CLI over HTTPS and etcd mTLS: pgvigil list -c %s\n", c.Nodes[0].ConfigPath)
+}
+
+// printProxy shows the proxy's connection strings; under TLS they verify the proxy against the
+// demo's CA and take the password from its file, which is not printed.
+func printProxy(out io.Writer, px *localcluster.PGProxy) {
+	if px.CA == "" {
+		fmt.Fprintf(out, "proxy (transaction pooling, SCRAM): read-write psql \"%s\"\n", px.DSN(false))
+		fmt.Fprintf(out, "                                     read-only  psql \"%s\"\n", px.DSN(true))
+	} else {
+		fmt.Fprintf(out, "proxy (transaction pooling, SCRAM, TLS required): read-write PGPASSWORD=\"$(cat %s)\" psql \"%s\"\n", px.PassFile, px.Conninfo(false))
+		fmt.Fprintf(out, "                                                   read-only  PGPASSWORD=\"$(cat %s)\" psql \"%s\"\n", px.PassFile, px.Conninfo(true))
+	}
+	fmt.Fprintf(out, "proxy pools, clients, metrics: http://%s/pools /clients /metrics (log %s)\n", px.HTTP, px.LogPath)
 }

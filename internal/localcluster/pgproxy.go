@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pgvigil/pgvigil/internal/certs"
 )
 
 // PGProxy is a `pgvigil proxy` process in front of the cluster.
@@ -19,13 +21,20 @@ type PGProxy struct {
 	Dir          string
 	ConfigPath   string
 	LogPath      string
+	// Under Options.TLS: the cluster CA clients verify the proxy against, the proxy's own
+	// certificate (offered to clients, presented to the REST APIs) and a file holding the
+	// superuser's password, for connection strings that must not show it. Empty otherwise.
+	CA, Cert, Key, PassFile string
 	cmd          *exec.Cmd
 	done         chan struct{}
 }
 
 // StartProxy writes an auth file (the superuser with its password) and a proxy.yaml in dir,
 // with extra YAML appended (keys given there must not repeat the generated ones), starts the
-// proxy and waits until it routes to a primary.
+// proxy and waits until it routes to a primary. Under Options.TLS the proxy gets a certificate
+// from the cluster CA and is configured as TLS everywhere asks: clients must use TLS
+// (client_tls_sslmode require), PostgreSQL is verified (verify-full against the CA), and the
+// members' REST APIs are called with the CA and the proxy's certificate.
 func (c *Cluster) StartProxy(ctx context.Context, dir, extra string) (*PGProxy, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
@@ -48,6 +57,18 @@ func (c *Cluster) StartProxy(ctx context.Context, dir, extra string) (*PGProxy, 
 	if f := c.EtcdTLS; f != nil {
 		etcdTLS = fmt.Sprintf("\n  protocol: https\n  cacert: %s\n  cert: %s\n  key: %s", f.CA, f.Cert, f.Key)
 	}
+	tlsYAML := "server_tls_sslmode: disable\n"
+	if c.opts.TLS {
+		if err := c.issueProxy(px); err != nil {
+			return nil, err
+		}
+		tlsYAML = fmt.Sprintf(`tls: {cert: %s, key: %s}
+client_tls_sslmode: require
+server_tls_sslmode: verify-full
+server_tls_ca_file: %s
+restapi: {cafile: %s, certfile: %s, keyfile: %s}
+`, px.Cert, px.Key, px.CA, px.CA, px.Cert, px.Key)
+	}
 	cfg := fmt.Sprintf(`scope: %s
 etcd3:
   hosts: %s%s
@@ -58,9 +79,8 @@ listen:
 auth:
   type: scram-sha-256
   file: %s
-server_tls_sslmode: disable
-member_refresh: 1s
-%s`, c.opts.Scope, strings.Join(c.Etcd.Endpoints(), ","), etcdTLS, px.RW, px.RO, px.HTTP, users, extra)
+%smember_refresh: 1s
+%s`, c.opts.Scope, strings.Join(c.Etcd.Endpoints(), ","), etcdTLS, px.RW, px.RO, px.HTTP, users, tlsYAML, extra)
 	if !strings.Contains(extra, "query_wait_timeout") {
 		cfg += "query_wait_timeout: 90s\n"
 	}
@@ -122,14 +142,46 @@ func (px *PGProxy) Status(ctx context.Context) (*ProxyStatus, error) {
 // PID is the proxy's process id.
 func (px *PGProxy) PID() int { return px.cmd.Process.Pid }
 
-// DSN is a libpq connection string through the read-write (ro false) or read-only listener.
+// DSN is a libpq connection string through the read-write (ro false) or read-only listener,
+// with the superuser's password.
 func (px *PGProxy) DSN(ro bool) string {
-	addr := px.RW
+	host, port, _ := strings.Cut(px.RW, ":")
 	if ro {
-		addr = px.RO
+		host, port, _ = strings.Cut(px.RO, ":")
 	}
-	host, port, _ := strings.Cut(addr, ":")
-	return fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=postgres sslmode=disable connect_timeout=5", host, port, Superuser, SuperPass)
+	return fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=postgres %s connect_timeout=5", host, port, Superuser, SuperPass, px.sslmode())
+}
+
+// Conninfo is DSN without the password (for PGPASSWORD or a password file) and without
+// connect_timeout: what the demo prints for people to paste.
+func (px *PGProxy) Conninfo(ro bool) string {
+	host, port, _ := strings.Cut(px.RW, ":")
+	if ro {
+		host, port, _ = strings.Cut(px.RO, ":")
+	}
+	return fmt.Sprintf("host=%s port=%s user=%s dbname=postgres %s", host, port, Superuser, px.sslmode())
+}
+
+// sslmode is what a client should ask for: verify-full against the cluster CA under TLS.
+func (px *PGProxy) sslmode() string {
+	if px.CA != "" {
+		return "sslmode=verify-full sslrootcert=" + px.CA
+	}
+	return "sslmode=disable"
+}
+
+// issueProxy writes the proxy's certificate (SANs 127.0.0.1 and localhost; server usage for
+// its clients, client usage for the REST APIs) and the superuser's password file into px.Dir.
+func (c *Cluster) issueProxy(px *PGProxy) error {
+	cert, key, err := c.CA.IssueFor("proxy", []string{"127.0.0.1", "localhost"}, certs.Usage{Server: true, Client: true}, certValidity)
+	if err != nil {
+		return err
+	}
+	if px.Cert, px.Key, err = certs.WriteIssued(px.Dir, "proxy", cert, key, true); err != nil {
+		return err
+	}
+	px.CA, px.PassFile = c.CAFile, filepath.Join(px.Dir, "superuser.password")
+	return os.WriteFile(px.PassFile, []byte(SuperPass+"\n"), 0o600)
 }
 
 // Stop ends the proxy (SIGTERM, then SIGKILL after 10 s).

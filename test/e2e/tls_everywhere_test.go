@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgvigil/pgvigil/internal/api"
 	"github.com/pgvigil/pgvigil/internal/certs"
@@ -31,9 +33,11 @@ func (tr *transcript) add(what, s string) { fmt.Fprintf(&tr.b, "=== %s\n%s\n", w
 
 // TestTLSEverywhere: etcd with client certificates, the REST API over HTTPS with client
 // verification and Basic auth, PostgreSQL with SSL, replication over verify-full with a client
-// certificate. The cluster comes up, switches over through the CLI over HTTPS and fails over;
-// clients without the CA or with a foreign certificate are refused; expired certificates give
-// a clear error; the API certificate rotates on SIGHUP; and no password ever shows.
+// certificate, the proxy requiring TLS from clients and using it to PostgreSQL and the REST
+// APIs. The cluster comes up, switches over through the CLI over HTTPS and fails over, and the
+// proxy follows both; clients without the CA or with a foreign certificate are refused;
+// expired certificates give a clear error; the API certificate rotates on SIGHUP; and no
+// password ever shows.
 func TestTLSEverywhere(t *testing.T) {
 	ctx := context.Background()
 	c := startClusterOptions(t, localcluster.Options{Nodes: 3, TLS: true, ReplicationCertAuth: true})
@@ -135,6 +139,111 @@ func TestTLSEverywhere(t *testing.T) {
 		}
 	})
 
+	// The proxy as TLS everywhere configures it (localcluster.StartProxy): clients must use TLS
+	// and verify it against the cluster CA; it logs in to PostgreSQL over verify-full and asks
+	// the REST APIs over mutual TLS. It starts now so that it follows the switchover and the
+	// failover below.
+	px := startProxy(t, c, "pool_mode: transaction\n")
+	// writeThroughProxy writes through the proxy's read-write listener until the write lands on
+	// want (the proxy may still be following a leader change); it fails the test otherwise.
+	writeThroughProxy := func(t *testing.T, want *localcluster.Node) {
+		t.Helper()
+		var last string
+		ok := localcluster.Wait(ctx, failoverTimeout, 200*time.Millisecond, func() bool {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			conn, err := pgx.Connect(cctx, px.DSN(false))
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			defer conn.Close(ctx)
+			var port int
+			err = conn.QueryRow(cctx, "INSERT INTO tls_proxy VALUES (1) RETURNING inet_server_port()").Scan(&port)
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			last = fmt.Sprintf("the write landed on port %d", port)
+			return port == want.PGPort
+		})
+		if !ok {
+			t.Fatalf("no write through the proxy landed on %s (port %d) within %s: %s", want.Name, want.PGPort, failoverTimeout, last)
+		}
+	}
+
+	t.Run("the proxy with TLS everywhere", func(t *testing.T) {
+		// Read-write: the client's link to the proxy and the proxy's link to PostgreSQL are TLS.
+		conn, err := pgx.Connect(ctx, px.DSN(false))
+		if err != nil {
+			t.Fatalf("verify-full through the proxy: %v", err)
+		}
+		if _, ok := conn.PgConn().Conn().(*tls.Conn); !ok {
+			t.Error("the client's connection to the proxy is not TLS")
+		}
+		var serverSSL bool
+		if err := conn.QueryRow(ctx, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&serverSSL); err != nil || !serverSSL {
+			t.Errorf("the proxy's server connection uses SSL: %v (%v)", serverSSL, err)
+		}
+		if _, err := conn.Exec(ctx, "CREATE TABLE tls_proxy (v int)"); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close(ctx)
+		writeThroughProxy(t, p)
+
+		// Read-only: once the proxy counts the replicas, reads go to one of them, over TLS too.
+		waitFor(t, "the proxy's read-only pool", failoverTimeout, func() bool {
+			st, err := px.Status(ctx)
+			return err == nil && len(st.Replicas) == 2
+		})
+		ro, err := pgx.Connect(ctx, px.DSN(true))
+		if err != nil {
+			t.Fatalf("verify-full through the read-only listener: %v", err)
+		}
+		var recovery, roSSL bool
+		if err := ro.QueryRow(ctx, "SELECT pg_is_in_recovery(), (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())").Scan(&recovery, &roSSL); err != nil ||
+			!recovery || !roSSL {
+			t.Errorf("read-only listener: in recovery %v, SSL %v (%v)", recovery, roSSL, err)
+		}
+		ro.Close(ctx)
+
+		// Without the CA the handshake fails: another CA's root, or the system's roots.
+		otherCA, err := certs.NewCA("another CA", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		otherRoot := filepath.Join(t.TempDir(), "other-ca.crt")
+		if err := os.WriteFile(otherRoot, otherCA.PEM(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, dsn := range []string{
+			strings.Replace(px.DSN(false), "sslrootcert="+ca, "sslrootcert="+otherRoot, 1),
+			strings.Replace(px.DSN(true), " sslrootcert="+ca, "", 1),
+		} {
+			if !strings.Contains(dsn, "sslmode=verify-full") || strings.Contains(dsn, ca) {
+				t.Fatalf("test DSN still names the cluster CA: %s", dsn)
+			}
+			conn, err := pgx.Connect(ctx, dsn)
+			if err == nil {
+				conn.Close(ctx)
+				t.Errorf("connected to the proxy without the CA: %s", strings.Replace(dsn, localcluster.SuperPass, "…", 1))
+				continue
+			}
+			tr.add("proxy without the CA", err.Error())
+			if !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+				t.Errorf("proxy without the CA: %v, want an unknown-authority handshake failure", err)
+			}
+		}
+		// Without TLS the proxy refuses the client as PostgreSQL's hostssl does (28000).
+		_, err = pgx.Connect(ctx, strings.Replace(px.DSN(false), "sslmode=verify-full sslrootcert="+ca, "sslmode=disable", 1))
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "28000" || !strings.Contains(pe.Message, "client_tls_sslmode is require") {
+			t.Errorf("plain client through the proxy: %v, want FATAL 28000 naming client_tls_sslmode", err)
+		} else {
+			tr.add("proxy without TLS", err.Error())
+		}
+	})
+
 	t.Run("expired certificates give a clear error", func(t *testing.T) {
 		dir := t.TempDir()
 		cp, kp, err := c.CA.Issue(p.Name, []string{"127.0.0.1"}, -30*time.Second)
@@ -178,6 +287,8 @@ func TestTLSEverywhere(t *testing.T) {
 		})
 		waitFor(t, "all members streaming after the switchover", bootTimeout, func() bool { return c.Streaming(ctx) })
 		p = target
+		// The proxy confirmed the new primary through its REST API over mutual TLS.
+		writeThroughProxy(t, p)
 	})
 
 	t.Run("failover when the primary dies", func(t *testing.T) {
@@ -193,6 +304,7 @@ func TestTLSEverywhere(t *testing.T) {
 			}
 			return false
 		})
+		writeThroughProxy(t, p)
 		if err := c.StartNode(old); err != nil {
 			t.Fatal(err)
 		}
@@ -281,6 +393,14 @@ func TestTLSEverywhere(t *testing.T) {
 		tr.add("edit-config", r.String())
 		mustRefuse(t, r, "unknown PostgreSQL parameter work_mem_x")
 		all := tr.b.String()
+		for _, path := range []string{"/status", "/pools", "/clients", "/metrics"} {
+			tr.add("proxy "+path, proxyGet(t, px, path))
+		}
+		b, err := os.ReadFile(px.LogPath)
+		if err != nil || !strings.Contains(string(b), "routing read-write traffic to the new primary") {
+			t.Fatalf("proxy log (%v) lacks its routing lines:\n%s", err, b)
+		}
+		all = tr.b.String() + string(b)
 		for _, n := range c.Nodes {
 			for _, f := range []string{n.LogPath, filepath.Join(n.Dir, "postgresql-"+n.Name+".log")} {
 				b, err := os.ReadFile(f)
@@ -299,6 +419,18 @@ func TestTLSEverywhere(t *testing.T) {
 			}
 		}
 	})
+}
+
+// proxyGet reads one of the proxy's HTTP endpoints.
+func proxyGet(t *testing.T, px *localcluster.PGProxy, path string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + px.HTTP + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func queryString(t *testing.T, n *localcluster.Node, q string) string {
