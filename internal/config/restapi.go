@@ -111,7 +111,8 @@ func checkTLSFiles(keys tlsFileKeys, certFile, keyFile, caFile string) []error {
 		key, keyErr, keyPath := cert, certErr, certFile
 		if keyFile != "" {
 			keyPath = keyFile
-			if key, keyErr = os.ReadFile(keyFile); keyErr != nil { // #nosec G304 -- key file named by the operator's configuration
+			key, keyErr = os.ReadFile(keyFile) // #nosec G304 -- key file named by the operator's configuration
+			if keyErr != nil {
 				add(keys.key, "cannot read: %v", keyErr)
 			}
 		}
@@ -132,7 +133,8 @@ func checkTLSFiles(keys tlsFileKeys, certFile, keyFile, caFile string) []error {
 		}
 	}
 	if caFile != "" {
-		if pemCA, err := os.ReadFile(caFile); err != nil { // #nosec G304 -- CA file named by the operator's configuration
+		pemCA, err := os.ReadFile(caFile) // #nosec G304 -- CA file named by the operator's configuration
+		if err != nil {
 			add(keys.ca, "cannot read: %v", err)
 		} else if !x509.NewCertPool().AppendCertsFromPEM(pemCA) {
 			add(keys.ca, "%s holds no PEM certificates", caFile)

@@ -25,8 +25,8 @@ type PGProxy struct {
 	// certificate (offered to clients, presented to the REST APIs) and a file holding the
 	// superuser's password, for connection strings that must not show it. Empty otherwise.
 	CA, Cert, Key, PassFile string
-	cmd          *exec.Cmd
-	done         chan struct{}
+	cmd                     *exec.Cmd
+	done                    chan struct{}
 }
 
 // StartProxy writes an auth file (the superuser with its password) and a proxy.yaml in dir,
