@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -21,6 +22,19 @@ func TestBackupSection(t *testing.T) {
 	}
 	if got := c.Postgres.CreateReplicaMethods; len(got) != 2 || got[0] != ReplicaFromBackup {
 		t.Errorf("create_replica_methods = %v", got)
+	}
+	// Logs and errors are masked with Secrets(): the backup keys must be in it.
+	set(doc, "backup.repository", "s3://bucket/pg")
+	set(doc, "backup.s3_endpoint", "127.0.0.1:9000")
+	set(doc, "backup.s3_access_key", "AKIA")
+	set(doc, "backup.s3_secret_key", "s3-secret-value")
+	if c, err = Parse(marshal(t, doc), []string{"PGVIGIL_BACKUP_ENCRYPTION_KEY=" + key}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{key, "s3-secret-value"} {
+		if !slices.Contains(c.Secrets(), want) {
+			t.Errorf("Secrets() lacks the backup key %q", want)
+		}
 	}
 }
 

@@ -54,13 +54,19 @@ func (d *decoder) passwordFiles(c *Config) {
 	}
 }
 
-// Secrets returns every password of the configuration (from the file, its password files or
-// the environment), for redaction of logs and messages.
+// Secrets returns every password and key of the configuration (from the file, its password
+// files or the environment), for redaction of logs and messages.
 func (c *Config) Secrets() []string {
 	var out []string
 	for _, s := range c.secretRefs() {
 		if *s.password != "" {
 			out = append(out, *s.password)
+		}
+	}
+	// The backup keys have no password_file of their own, but leak just as badly.
+	for _, k := range []string{c.Backup.EncryptionKey, c.Backup.S3SecretKey} {
+		if k != "" {
+			out = append(out, k)
 		}
 	}
 	return out
