@@ -51,6 +51,8 @@ type Proxy struct {
 	params map[string]map[string]string // server parameters by database
 
 	rwLn, roLn, httpLn net.Listener
+
+	authState
 }
 
 // New validates what the configuration names (auth file, certificate) and binds the listeners.
@@ -64,6 +66,9 @@ func New(cfg *config.Proxy, log *slog.Logger) (*Proxy, error) {
 			return nil, fmt.Errorf("auth.file: %w", err)
 		}
 		p.users = u
+	}
+	if err := p.initAuth(); err != nil {
+		return nil, err
 	}
 	if err := p.ReloadTLS(); err != nil {
 		return nil, err
@@ -188,6 +193,9 @@ func (p *Proxy) shutdown() {
 	p.bmu.Unlock()
 	for _, b := range bs {
 		b.retire()
+	}
+	if p.aq != nil {
+		p.aq.close()
 	}
 }
 
