@@ -114,7 +114,7 @@ func TestSCRAMPassThrough(t *testing.T) {
 
 func TestSCRAMClientRefusesBadServerFirst(t *testing.T) {
 	for _, sf := range []string{
-		"r=othernonce,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", // does not extend the client's nonce
+		"r=othernonce,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",       // does not extend the client's nonce
 		"r=" + rfcNonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", // adds nothing to it
 		"r=" + rfcNonce + "x,s=!!,i=4096",
 		"r=" + rfcNonce + "x,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=0",
