@@ -24,8 +24,9 @@ type PGProxy struct {
 }
 
 // StartProxy writes an auth file (the superuser with its password) and a proxy.yaml in dir,
-// with extra YAML appended (keys given there must not repeat the generated ones), starts the
-// proxy and waits until it routes to a primary.
+// with extra YAML appended (keys given there must not repeat the generated ones, except auth
+// and server_tls_sslmode, which replace the generated ones), starts the proxy and waits until
+// it routes to a primary.
 func (c *Cluster) StartProxy(ctx context.Context, dir, extra string) (*PGProxy, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
@@ -55,12 +56,15 @@ listen:
   read_write: %s
   read_only: %s
   http: %s
-auth:
-  type: scram-sha-256
-  file: %s
-server_tls_sslmode: disable
 member_refresh: 1s
-%s`, c.opts.Scope, strings.Join(c.Etcd.Endpoints(), ","), etcdTLS, px.RW, px.RO, px.HTTP, users, extra)
+`, c.opts.Scope, strings.Join(c.Etcd.Endpoints(), ","), etcdTLS, px.RW, px.RO, px.HTTP)
+	if !hasKey(extra, "auth") {
+		cfg += fmt.Sprintf("auth:\n  type: scram-sha-256\n  file: %s\n", users)
+	}
+	if !hasKey(extra, "server_tls_sslmode") {
+		cfg += "server_tls_sslmode: disable\n"
+	}
+	cfg += extra
 	if !strings.Contains(extra, "query_wait_timeout") {
 		cfg += "query_wait_timeout: 90s\n"
 	}
@@ -144,4 +148,9 @@ func (px *PGProxy) Stop() {
 		_ = px.cmd.Process.Kill()
 		<-px.done
 	}
+}
+
+// hasKey reports whether the YAML text sets the top-level key.
+func hasKey(yaml, key string) bool {
+	return strings.HasPrefix(yaml, key+":") || strings.Contains(yaml, "\n"+key+":")
 }

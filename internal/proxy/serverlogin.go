@@ -113,7 +113,8 @@ func (p *Proxy) loginOnce(ctx context.Context, spec loginSpec, cred serverCred, 
 	li, authOK, err := p.serverStartup(conn, spec, cred)
 	if err != nil {
 		var pe *pgconn.PgError
-		rejected := errors.As(err, &pe) && !authOK && pe.Code != credCode
+		var ce *credentialError
+		rejected := errors.As(err, &pe) && !errors.As(err, &ce) && !authOK
 		mode := p.cfg.ServerTLSSSLMode
 		return nil, rejected && ((mode == "allow" && !usedTLS) || (mode == "prefer" && usedTLS)), err
 	}
@@ -200,14 +201,18 @@ func loadServerCAs(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// credCode marks login failures of the proxy's own making (it holds no usable password):
-// SQLSTATE invalid_authorization_specification, so a waiting client fails at once and is
-// told why, and libpq's allow/prefer retry does not apply.
-const credCode = "28000"
+// credentialError is a login the proxy gives up on itself: it holds no usable password for
+// the server's method. It carries a PgError with SQLSTATE 28000
+// (invalid_authorization_specification), so a waiting client fails at once and is told
+// why; libpq's allow/prefer retry does not apply to it.
+type credentialError struct{ pg *pgconn.PgError }
+
+func (e *credentialError) Error() string { return e.pg.Message }
+func (e *credentialError) Unwrap() error { return e.pg }
 
 func noCredential(user, why string) error {
-	return &pgconn.PgError{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: credCode,
-		Message: fmt.Sprintf("the proxy cannot log in to PostgreSQL as %q: %s", user, why)}
+	return &credentialError{pg: &pgconn.PgError{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "28000",
+		Message: fmt.Sprintf("the proxy cannot log in to PostgreSQL as %q: %s", user, why)}}
 }
 
 // serverStartup sends the StartupMessage, answers the server's authentication request and reads
