@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgvigil/pgvigil/internal/certs"
 	"github.com/pgvigil/pgvigil/internal/localcluster"
 )
 
@@ -360,4 +361,86 @@ auth:
 			}
 		}
 	})
+
+	for _, l := range []*localcluster.PGProxy{px, pxMD5} {
+		b, err := os.ReadFile(l.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pw := range []string{"scram-pw", "md5-pw", "aq-pw-1", "aq-pw-2", "authq-pw"} {
+			if strings.Contains(string(b), pw) {
+				t.Errorf("the proxy's log %s holds the password %q", l.LogPath, pw)
+			}
+		}
+	}
+}
+
+// TestProxyServerTLS: server_tls_sslmode keeps libpq's meaning. The server's certificate names
+// localhost only, while the proxy dials 127.0.0.1, and pg_hba refuses the user without TLS:
+// disable fails, allow retries with TLS, prefer and require encrypt without checking, a CA
+// file makes require check the chain (as verify-ca), verify-ca checks the chain but not the
+// name, and verify-full refuses the certificate for the name.
+func TestProxyServerTLS(t *testing.T) {
+	ctx := context.Background()
+	dir := workDir(t)
+	for _, d := range []string{"good", "other"} {
+		// #nosec G301 -- PostgreSQL runs as another OS user and reads its certificate here
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good, err := certs.WriteSet(filepath.Join(dir, "good"), "pg", []string{"localhost"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := certs.WriteSet(filepath.Join(dir, "other"), "other", []string{"localhost", "127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, p := oneNode(t, insertAfter("\npostgresql:\n", fmt.Sprintf(`  ssl:
+    cert_file: %s
+    key_file: %s
+  pg_hba:
+  - local all all peer
+  - hostnossl all tlsuser 127.0.0.1/32 reject
+  - host all all 127.0.0.1/32 scram-sha-256
+`, good.Cert, good.Key)))
+	if err := p.Exec(ctx, "CREATE ROLE tlsuser LOGIN PASSWORD 'tls-pw'"); err != nil {
+		t.Fatal(err)
+	}
+	users := filepath.Join(dir, "userlist.txt")
+	if err := os.WriteFile(users, []byte(`"tlsuser" "tls-pw"`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode, ca string
+		wantErr  string // empty: the session is encrypted
+	}{
+		{mode: "disable", wantErr: "pg_hba.conf rejects connection"},
+		{mode: "allow"},
+		{mode: "prefer"},
+		{mode: "require"},
+		{mode: "require", ca: other.CA, wantErr: "certificate signed by unknown authority"},
+		{mode: "verify-ca", ca: good.CA},
+		{mode: "verify-ca", ca: other.CA, wantErr: "certificate signed by unknown authority"},
+		{mode: "verify-full", ca: good.CA, wantErr: "cannot validate certificate for 127.0.0.1"},
+	} {
+		extra := fmt.Sprintf("query_wait_timeout: 2s\nserver_tls_sslmode: %s\nauth:\n  type: scram-sha-256\n  file: %s\n", tc.mode, users)
+		if tc.ca != "" {
+			extra += "server_tls_ca_file: " + tc.ca + "\n"
+		}
+		px := startProxy(t, c, extra)
+		got, err := queryAs(ctx, px, "tlsuser", "tls-pw", "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+		px.Stop()
+		t.Logf("sslmode %s (CA %q): %q, %v", tc.mode, tc.ca, got, err)
+		switch {
+		case tc.wantErr == "" && (err != nil || got != "true"):
+			t.Errorf("sslmode %s (CA %q): ssl = %q, %v; want an encrypted session", tc.mode, tc.ca, got, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("sslmode %s (CA %q): ssl = %q, %v; want an error with %q", tc.mode, tc.ca, got, err, tc.wantErr)
+		}
+		if b, _ := os.ReadFile(px.LogPath); strings.Contains(string(b), "tls-pw") {
+			t.Errorf("sslmode %s: the proxy's log holds the password", tc.mode)
+		}
+	}
 }
