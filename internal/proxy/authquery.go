@@ -49,7 +49,7 @@ var (
 // empty password: the caller treats all three like a wrong password, so a client cannot
 // tell which users exist.
 func (a *authQuerier) lookup(ctx context.Context, user, db string) (*secret, error) {
-	be, _, err := a.p.router.pickUntil(ctx, false, nil)
+	be, err := a.p.router.authTarget(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s (%w)", errNoPrimaryForAuth, a.p.router.why(false), err)
 	}
@@ -96,6 +96,45 @@ func (a *authQuerier) lookup(ctx context.Context, user, db string) (*secret, err
 			return nil, fmt.Errorf("%w: the password of user %q: %w", errAuthQueryResult, user, err)
 		}
 		return sec, nil
+	}
+}
+
+// authTarget returns the confirmed primary, waiting for one until ctx ends. Unlike client
+// transactions, lookups go on during a planned switchover's drain and an operator's pause:
+// reading a password verifier is no client work, and logins should not stall on it.
+func (r *router) authTarget(ctx context.Context) (*backend, error) {
+	for {
+		r.mu.Lock()
+		be, ch := r.primary, r.changed
+		r.mu.Unlock()
+		if be != nil && !be.isRetired() {
+			return be, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// reap closes idle connections past server_idle_timeout (the proxy's reaper calls it).
+func (a *authQuerier) reap(now time.Time) {
+	a.mu.Lock()
+	keep := a.idle[:0]
+	var drop []*authConn
+	for _, ac := range a.idle {
+		if now.Sub(ac.since) > a.p.cfg.ServerIdleTimeout.D() {
+			drop = append(drop, ac)
+		} else {
+			keep = append(keep, ac)
+		}
+	}
+	clear(a.idle[len(keep):])
+	a.idle = keep
+	a.mu.Unlock()
+	for _, ac := range drop {
+		ac.terminate()
 	}
 }
 

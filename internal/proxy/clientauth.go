@@ -116,9 +116,7 @@ func (c *client) authenticate() error {
 		if err := pm.Decode(b); err != nil || !checkMD5(sec, salt, pm.Password) {
 			return fail()
 		}
-		if fromQuery && sec.plain == "" {
-			p.learned.md5(c.user, sec.md5)
-		}
+		p.learnFromQuery(c.user, sec, fromQuery)
 		return nil
 	}
 	ss := &scramServer{}
@@ -173,5 +171,19 @@ func (c *client) authenticate() error {
 		// the server's SCRAM exchange for this user from now on.
 		p.learned.scram(c.user, sec.scram, ss.clientKey)
 	}
+	p.learnFromQuery(c.user, sec, fromQuery)
 	return c.sendMsg(&pgproto3.AuthenticationSASLFinal{Data: []byte(final)})
+}
+
+// learnFromQuery keeps, after a successful login, what an auth_query answer lets the proxy
+// log in to servers with: a plain-text password (from a custom query) or an md5 hash. SCRAM
+// verifiers are covered by the keys the login proved.
+func (p *Proxy) learnFromQuery(user string, sec *secret, fromQuery bool) {
+	switch {
+	case !fromQuery:
+	case sec.plain != "":
+		p.learned.plain(user, sec.plain)
+	case sec.md5 != "":
+		p.learned.md5(user, sec.md5)
+	}
 }

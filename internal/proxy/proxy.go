@@ -212,6 +212,9 @@ func (p *Proxy) reaper(ctx context.Context) {
 			for _, pl := range p.allPools() {
 				pl.reap(now, p.cfg.ServerIdleTimeout.D(), p.cfg.ServerLifetime.D())
 			}
+			if p.aq != nil {
+				p.aq.reap(now)
+			}
 		}
 	}
 }

@@ -129,8 +129,9 @@ type learned struct {
 }
 
 type learnedUser struct {
-	keys *scramKeys
-	md5  string
+	keys  *scramKeys
+	md5   string
+	plain string // from an auth_query that returns plain-text passwords
 }
 
 func (l *learned) scram(user string, sec *scramSecret, clientKey []byte) {
@@ -146,6 +147,14 @@ func (l *learned) md5(user, hash string) {
 	defer l.mu.Unlock()
 	u := l.users[user]
 	u.md5 = hash
+	l.users[user] = u
+}
+
+func (l *learned) plain(user, pw string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.users[user]
+	u.plain = pw
 	l.users[user] = u
 }
 
@@ -174,7 +183,7 @@ func (p *Proxy) serverCred(user string) serverCred {
 	}
 	if c.plain == "" {
 		l := p.learned.get(user)
-		c.keys = l.keys
+		c.plain, c.keys = l.plain, l.keys
 		if c.md5 == "" {
 			c.md5 = l.md5
 		}

@@ -135,11 +135,11 @@ func (p *Proxy) startTLS(ctx context.Context, conn net.Conn, addr string, use tl
 	}
 	// One byte, read straight from the socket: anything the server sent after it would be
 	// read as if it had come through TLS (CVE-2021-23222), so nothing is buffered here.
-	var answer [1]byte
-	if _, err := io.ReadFull(conn, answer[:]); err != nil {
+	answer := make([]byte, 1)
+	if _, err := io.ReadFull(conn, answer); err != nil {
 		return nil, fmt.Errorf("while reading the answer to SSLRequest: %w", err)
 	}
-	switch answer[0] {
+	switch b := answer[0]; b {
 	case 'S':
 	case 'N':
 		if use == tlsRequired {
@@ -147,7 +147,7 @@ func (p *Proxy) startTLS(ctx context.Context, conn net.Conn, addr string, use tl
 		}
 		return nil, nil
 	default:
-		return nil, fmt.Errorf("invalid answer %q to SSLRequest", answer[0])
+		return nil, fmt.Errorf("invalid answer %q to SSLRequest", b)
 	}
 	host, _, _ := net.SplitHostPort(addr)
 	tc := tls.Client(conn, p.serverTLSConfig(host))
