@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -358,6 +359,14 @@ func (p *Proxy) checkFiles() []error {
 		}
 		if _, err := os.Stat(f.path); err != nil {
 			errs = append(errs, &FieldError{Key: f.key, Msg: fmt.Sprintf("cannot read: %v", err)})
+		}
+	}
+	if p.ServerTLSCAFile != "" {
+		b, err := os.ReadFile(p.ServerTLSCAFile) // #nosec G304 -- the CA file the operator named in server_tls_ca_file
+		if err != nil {
+			errs = append(errs, &FieldError{Key: "server_tls_ca_file", Msg: fmt.Sprintf("cannot read: %v", err)})
+		} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			errs = append(errs, &FieldError{Key: "server_tls_ca_file", Msg: p.ServerTLSCAFile + " holds no PEM certificate"})
 		}
 	}
 	if p.TLS.Cert != "" {

@@ -145,4 +145,16 @@ func TestLoadProxyResolvesPasswordFile(t *testing.T) {
 	if p.Auth.PasswordFile != filepath.Join(dir, "auth.pw") {
 		t.Fatalf("auth.password_file = %s, want it next to the configuration", p.Auth.PasswordFile)
 	}
+	if err := os.WriteFile(path, []byte(cfg+"server_tls_ca_file: ca.pem\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadProxy(path); err == nil || !strings.Contains(err.Error(), "server_tls_ca_file: cannot read") {
+		t.Fatalf("missing CA file: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadProxy(path); err == nil || !strings.Contains(err.Error(), "server_tls_ca_file: "+filepath.Join(dir, "ca.pem")+" holds no PEM certificate") {
+		t.Fatalf("CA file without a certificate: %v", err)
+	}
 }
