@@ -38,12 +38,9 @@ func newAuthQuerier(p *Proxy) *authQuerier {
 	return &authQuerier{p: p, slots: make(chan struct{}, authQueryConns)}
 }
 
-// Lookup failures that are not the server's answer: the client is told the proxy could not
-// check its password, not that it is wrong.
-var (
-	errNoPrimaryForAuth = errors.New("no primary to run auth.query on")
-	errAuthQueryResult  = errors.New("auth.query returned an unusable result")
-)
+// errAuthQueryResult: the query ran but its answer cannot be used; the client is told the
+// proxy could not check its password, not that it is wrong.
+var errAuthQueryResult = errors.New("auth.query returned an unusable result")
 
 // lookup returns the user's secret, or nil when the query finds no row, a NULL or an
 // empty password: the caller treats all three like a wrong password, so a client cannot
@@ -51,7 +48,7 @@ var (
 func (a *authQuerier) lookup(ctx context.Context, user, db string) (*secret, error) {
 	be, err := a.p.router.authTarget(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s (%w)", errNoPrimaryForAuth, a.p.router.why(false), err)
+		return nil, fmt.Errorf("no primary to run auth.query on: %s (%w)", a.p.router.why(false), err)
 	}
 	if a.p.cfg.Auth.DBName != "" {
 		db = a.p.cfg.Auth.DBName
@@ -262,12 +259,15 @@ func (ac *authConn) query(ctx context.Context, q, user string) (string, bool, er
 	}
 }
 
-// authQueryFailed tells the client its password could not be checked, and logs why.
+// authQueryFailed tells the client its password could not be checked, and logs why: 28000
+// when the server refused the auth user or the query (a configuration matter), 08006 when no
+// primary could be reached.
 func (c *client) authQueryFailed(err error) {
 	c.p.log.Warn("auth_query lookup failed; refusing the client", "client", c.addr, "user", c.user, "database", c.db, "err", err)
-	if errors.Is(err, errNoPrimaryForAuth) || errors.Is(err, context.DeadlineExceeded) {
-		c.fatal("08006", fmt.Sprintf("could not check the password of user %q: no primary is available to run auth_query", c.user))
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) || errors.Is(err, errAuthQueryResult) {
+		c.fatal("28000", fmt.Sprintf("could not check the password of user %q: auth_query failed (the proxy's log says why)", c.user))
 		return
 	}
-	c.fatal("28000", fmt.Sprintf("could not check the password of user %q: auth_query failed (the proxy's log says why)", c.user))
+	c.fatal("08006", fmt.Sprintf("could not check the password of user %q: cannot reach the primary to run auth_query", c.user))
 }

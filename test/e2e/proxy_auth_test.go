@@ -306,6 +306,20 @@ auth:
 		if n, err := poolServers(px, "aq_user"); err != nil || n < 1 {
 			t.Fatalf("aq_user's server connections after the change: %d, %v", n, err)
 		}
+
+		// A failing lookup (here: the auth user may not read pg_shadow) refuses the client
+		// with a clear FATAL, logs why, and the proxy serves on.
+		broken := startProxy(t, c, fmt.Sprintf("auth:\n  type: scram-sha-256\n  file: %s\n  user: authq\n  password_file: %s\n", users, pwFile))
+		pe := loginError(t, ctx, broken, "aq_user", "aq-pw-2", nil)
+		if pe.Code != "28000" || pe.Message != `could not check the password of user "aq_user": auth_query failed (the proxy's log says why)` {
+			t.Fatalf("failing auth_query: %v", pe)
+		}
+		if b, _ := os.ReadFile(broken.LogPath); !strings.Contains(string(b), "auth_query lookup failed") || !strings.Contains(string(b), "permission denied") {
+			t.Fatalf("the proxy's log does not say why auth_query failed:\n%s", b)
+		}
+		if who, err := queryAs(ctx, broken, "scram_user", "scram-pw", "SELECT current_user"); err != nil || who != "scram_user" {
+			t.Fatalf("a file user after a failed lookup: %q, %v", who, err)
+		}
 	})
 
 	t.Run("startup parameters", func(t *testing.T) {
