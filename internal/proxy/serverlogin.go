@@ -142,7 +142,10 @@ func (p *Proxy) startTLS(ctx context.Context, conn net.Conn, addr string, use tl
 	switch b := answer[0]; b {
 	case 'S':
 	case 'N':
-		if use == tlsRequired {
+		switch {
+		case use == tlsRequired && p.cfg.ServerTLSSSLMode == "allow":
+			return nil, errors.New("the server refused the login without TLS and does not support SSL")
+		case use == tlsRequired:
 			return nil, fmt.Errorf("the server does not support SSL, but server_tls_sslmode %s requires it", p.cfg.ServerTLSSSLMode)
 		}
 		return nil, nil
