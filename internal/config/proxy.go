@@ -38,6 +38,13 @@ type Proxy struct {
 
 	Auth ProxyAuth `yaml:"auth"`
 
+	// TrackExtraParameters are startup parameters, besides the ones PostgreSQL reports, that
+	// follow the client onto whichever server runs its transaction (PgBouncer's
+	// track_extra_parameters). IgnoreStartupParameters are accepted and dropped; any other
+	// startup parameter is refused.
+	TrackExtraParameters    NameList `yaml:"track_extra_parameters"`
+	IgnoreStartupParameters NameList `yaml:"ignore_startup_parameters"`
+
 	PoolMode               string   `yaml:"pool_mode"`
 	PoolSize               int      `yaml:"pool_size"`
 	MaxClientConn          int      `yaml:"max_client_conn"`
@@ -115,11 +122,50 @@ type ProxyRestAPI struct {
 	KeyFile  string `yaml:"keyfile"`
 }
 
-// ProxyAuth says how clients authenticate to the proxy. The proxy logs in to PostgreSQL with
-// the same user and the password from the auth file (SCRAM or md5, as the server asks).
+// ProxyAuth says how clients authenticate to the proxy. The proxy logs in to PostgreSQL as
+// the same user, with the auth file's plain-text password or, for users stored as hashes,
+// with what the client's own login gave it (SCRAM keys, md5 hash).
 type ProxyAuth struct {
 	Type string `yaml:"type"` // scram-sha-256, md5 or trust
 	File string `yaml:"file"` // PgBouncer userlist.txt format
+	// User enables auth_query: clients not in the file are looked up with Query, run as User
+	// on the primary in database DBName (default: the client's database). User's own password
+	// comes from PasswordFile or the auth file.
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"password_file"`
+	Query        string `yaml:"query"`
+	DBName       string `yaml:"dbname"`
+}
+
+// DefaultAuthQuery is PgBouncer's default auth_query.
+const DefaultAuthQuery = "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename=$1"
+
+// NameList accepts "a, b" or a YAML list of names.
+type NameList []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (l *NameList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*l = NameList{}
+		if n.ShortTag() == "!!null" {
+			return nil
+		}
+		for _, s := range strings.Split(n.Value, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				*l = append(*l, s)
+			}
+		}
+		return nil
+	case yaml.SequenceNode:
+		var v []string
+		if err := n.Decode(&v); err != nil {
+			return err
+		}
+		*l = NameList(v)
+		return nil
+	}
+	return errors.New("want a comma-separated string or a list of names")
 }
 
 // ProxyReadOnly shapes the read-only listener's routing.
@@ -170,7 +216,8 @@ func DefaultProxy() Proxy {
 		Namespace:              "/service/",
 		Name:                   "proxy",
 		ServerTLSSSLMode:       "prefer",
-		Auth:                   ProxyAuth{Type: "scram-sha-256"},
+		Auth:                   ProxyAuth{Type: "scram-sha-256", Query: DefaultAuthQuery},
+		TrackExtraParameters:   NameList{"search_path", "extra_float_digits"},
 		PoolMode:               PoolTransaction,
 		PoolSize:               20,
 		MaxClientConn:          10000,
@@ -197,7 +244,7 @@ func LoadProxy(path string) (*Proxy, error) {
 		return nil, err
 	}
 	base := filepath.Dir(path)
-	for _, f := range []*string{&p.Auth.File, &p.TLS.Cert, &p.TLS.Key, &p.ServerTLSCAFile, &p.Etcd.CACert, &p.Etcd.Cert, &p.Etcd.Key,
+	for _, f := range []*string{&p.Auth.File, &p.Auth.PasswordFile, &p.TLS.Cert, &p.TLS.Key, &p.ServerTLSCAFile, &p.Etcd.CACert, &p.Etcd.Cert, &p.Etcd.Key,
 		&p.RestAPI.CAFile, &p.RestAPI.CertFile, &p.RestAPI.KeyFile} {
 		if *f != "" && !filepath.IsAbs(*f) {
 			*f = filepath.Join(base, *f)
@@ -289,15 +336,8 @@ func (p *Proxy) problems() []*FieldError {
 	default:
 		add("server_tls_sslmode", "must be one of disable, allow, prefer, require, verify-ca, verify-full; got %q", p.ServerTLSSSLMode)
 	}
-	switch p.Auth.Type {
-	case "scram-sha-256", "md5":
-		if p.Auth.File == "" {
-			add("auth.file", "required with auth.type %s: the file of users and passwords", p.Auth.Type)
-		}
-	case "trust":
-	default:
-		add("auth.type", "must be scram-sha-256, md5 or trust; got %q", p.Auth.Type)
-	}
+	out = append(out, p.Auth.problems()...)
+	out = append(out, p.startupParameterProblems()...)
 	checkMode := func(key, v string) {
 		if v != PoolSession && v != PoolTransaction {
 			add(key, "must be session or transaction, got %q", v)
@@ -348,9 +388,12 @@ func (p *Proxy) problems() []*FieldError {
 
 func (p *Proxy) checkFiles() []error {
 	var errs []error
-	if p.Auth.File != "" {
-		if _, err := os.Stat(p.Auth.File); err != nil {
-			errs = append(errs, &FieldError{Key: "auth.file", Msg: fmt.Sprintf("cannot read: %v", err)})
+	for _, f := range []struct{ key, path string }{{"auth.file", p.Auth.File}, {"auth.password_file", p.Auth.PasswordFile}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			errs = append(errs, &FieldError{Key: f.key, Msg: fmt.Sprintf("cannot read: %v", err)})
 		}
 	}
 	if p.TLS.Cert != "" {

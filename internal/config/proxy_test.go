@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,6 +62,18 @@ func TestParseProxyErrorsNameTheKey(t *testing.T) {
 		{minimalProxy + "colour: blue\n", "field colour not found"},
 		{strings.Replace(minimalProxy, "type: trust", "type: scram-sha-256", 1), "auth.file: required with auth.type scram-sha-256"},
 		{strings.Replace(minimalProxy, "type: trust", "type: password", 1), `auth.type: must be scram-sha-256, md5 or trust; got "password"`},
+		{strings.Replace(minimalProxy, "type: trust", "type: trust\n  user: pgbouncer", 1), "auth.user: auth_query needs auth.type scram-sha-256 or md5"},
+		{strings.Replace(minimalProxy, "type: trust", "type: scram-sha-256\n  user: pgbouncer", 1), "auth.password_file: required when auth.user is set and auth.file is not"},
+		{strings.Replace(minimalProxy, "type: trust", "type: md5\n  file: u.txt\n  user: pgbouncer\n  query: SELECT usename, passwd FROM pg_shadow WHERE usename = 'x'", 1), "auth.query: must take the user name as the parameter $1"},
+		{strings.Replace(minimalProxy, "type: trust", "type: md5\n  file: u.txt\n  user: pgbouncer\n  query: ' '", 1), "auth.query: must not be empty"},
+		{strings.Replace(minimalProxy, "type: trust", "type: md5\n  file: u.txt\n  password_file: pw", 1), "auth.password_file: is the password of auth.user, which is not set"},
+		{strings.Replace(minimalProxy, "type: trust", "type: md5\n  file: u.txt\n  dbname: postgres", 1), "auth.dbname: is where auth.query runs as auth.user, which is not set"},
+		{strings.Replace(minimalProxy, "type: trust", "type: md5\n  file: u.txt\n  colour: blue", 1), "field colour not found"},
+		{minimalProxy + "track_extra_parameters: [search_path, \"bad name\"]\n", `track_extra_parameters: "bad name" is not a parameter name`},
+		{minimalProxy + "track_extra_parameters: options\n", `track_extra_parameters: "options" is part of the connection`},
+		{minimalProxy + "ignore_startup_parameters: [user]\n", `ignore_startup_parameters: "user" cannot be ignored`},
+		{minimalProxy + "ignore_startup_parameters: [Search_Path]\n", `ignore_startup_parameters: "Search_Path" is also in track_extra_parameters`},
+		{minimalProxy + "ignore_startup_parameters: {a: b}\n", "want a comma-separated string or a list of names"},
 	} {
 		_, err := ParseProxy([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -157,5 +170,66 @@ func TestLoadProxyChecksRESTAPIFiles(t *testing.T) {
 		if err := load(tc.restapi); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.restapi, err, tc.want)
 		}
+	}
+}
+
+func TestParseProxyAuthQueryAndStartupParameters(t *testing.T) {
+	p, err := ParseProxy([]byte(minimalProxy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Auth.Query != DefaultAuthQuery || p.Auth.User != "" {
+		t.Fatalf("auth defaults: %+v", p.Auth)
+	}
+	if fmt.Sprint(p.TrackExtraParameters) != "[search_path extra_float_digits]" || len(p.IgnoreStartupParameters) != 0 {
+		t.Fatalf("startup parameter defaults: %q %q", p.TrackExtraParameters, p.IgnoreStartupParameters)
+	}
+	p, err = ParseProxy([]byte(strings.Replace(minimalProxy, "type: trust", "type: scram-sha-256\n  user: pgbouncer\n  password_file: pw\n  dbname: postgres", 1) +
+		"track_extra_parameters: search_path, myapp.tenant\nignore_startup_parameters: [geqo, options]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Auth.User != "pgbouncer" || p.Auth.DBName != "postgres" || p.Auth.Query != DefaultAuthQuery {
+		t.Fatalf("auth: %+v", p.Auth)
+	}
+	if fmt.Sprint(p.TrackExtraParameters) != "[search_path myapp.tenant]" || fmt.Sprint(p.IgnoreStartupParameters) != "[geqo options]" {
+		t.Fatalf("startup parameters: %q %q", p.TrackExtraParameters, p.IgnoreStartupParameters)
+	}
+	if p, err = ParseProxy([]byte(minimalProxy + "track_extra_parameters: []\n")); err != nil || len(p.TrackExtraParameters) != 0 {
+		t.Fatalf("an empty list replaces the default: %q, %v", p.TrackExtraParameters, err)
+	}
+}
+
+func TestLoadProxyResolvesPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "proxy.yaml")
+	cfg := strings.Replace(minimalProxy, "type: trust", "type: scram-sha-256\n  user: pgbouncer\n  password_file: auth.pw", 1)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadProxy(path); err == nil || !strings.Contains(err.Error(), "auth.password_file: cannot read") {
+		t.Fatalf("missing password file: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "auth.pw"), []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := LoadProxy(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Auth.PasswordFile != filepath.Join(dir, "auth.pw") {
+		t.Fatalf("auth.password_file = %s, want it next to the configuration", p.Auth.PasswordFile)
+	}
+	if err := os.WriteFile(path, []byte(cfg+"server_tls_ca_file: ca.pem\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadProxy(path); err == nil || !strings.Contains(err.Error(), "server_tls_ca_file: cannot read") {
+		t.Fatalf("missing CA file: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadProxy(path); err == nil || !strings.Contains(err.Error(), "server_tls_ca_file: "+filepath.Join(dir, "ca.pem")+" holds no PEM certificate") {
+		t.Fatalf("CA file without a certificate: %v", err)
 	}
 }

@@ -30,11 +30,12 @@ type PGProxy struct {
 }
 
 // StartProxy writes an auth file (the superuser with its password) and a proxy.yaml in dir,
-// with extra YAML appended (keys given there must not repeat the generated ones), starts the
-// proxy and waits until it routes to a primary. Under Options.TLS the proxy gets a certificate
-// from the cluster CA and is configured as TLS everywhere asks: clients must use TLS
-// (client_tls_sslmode require), PostgreSQL is verified (verify-full against the CA), and the
-// members' REST APIs are called with the CA and the proxy's certificate.
+// with extra YAML appended (keys given there must not repeat the generated ones, except auth
+// and server_tls_sslmode, which replace the generated ones), starts the proxy and waits until
+// it routes to a primary. Under Options.TLS the proxy gets a certificate from the cluster CA
+// and is configured as TLS everywhere asks: clients must use TLS (client_tls_sslmode
+// require), PostgreSQL is verified (verify-full against the CA), and the members' REST APIs
+// are called with the CA and the proxy's certificate.
 func (c *Cluster) StartProxy(ctx context.Context, dir, extra string) (*PGProxy, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
@@ -57,17 +58,14 @@ func (c *Cluster) StartProxy(ctx context.Context, dir, extra string) (*PGProxy, 
 	if f := c.EtcdTLS; f != nil {
 		etcdTLS = fmt.Sprintf("\n  protocol: https\n  cacert: %s\n  cert: %s\n  key: %s", f.CA, f.Cert, f.Key)
 	}
-	tlsYAML := "server_tls_sslmode: disable\n"
+	tlsYAML, serverTLS := "", "server_tls_sslmode: disable\n"
 	if c.opts.TLS {
 		if err := c.issueProxy(px); err != nil {
 			return nil, err
 		}
-		tlsYAML = fmt.Sprintf(`tls: {cert: %s, key: %s}
-client_tls_sslmode: require
-server_tls_sslmode: verify-full
-server_tls_ca_file: %s
-restapi: {cafile: %s, certfile: %s, keyfile: %s}
-`, px.Cert, px.Key, px.CA, px.CA, px.Cert, px.Key)
+		tlsYAML = fmt.Sprintf("tls: {cert: %s, key: %s}\nclient_tls_sslmode: require\nrestapi: {cafile: %s, certfile: %s, keyfile: %s}\n",
+			px.Cert, px.Key, px.CA, px.Cert, px.Key)
+		serverTLS = fmt.Sprintf("server_tls_sslmode: verify-full\nserver_tls_ca_file: %s\n", px.CA)
 	}
 	cfg := fmt.Sprintf(`scope: %s
 etcd3:
@@ -76,11 +74,15 @@ listen:
   read_write: %s
   read_only: %s
   http: %s
-auth:
-  type: scram-sha-256
-  file: %s
-%smember_refresh: 1s
-%s`, c.opts.Scope, strings.Join(c.Etcd.Endpoints(), ","), etcdTLS, px.RW, px.RO, px.HTTP, users, tlsYAML, extra)
+member_refresh: 1s
+%s`, c.opts.Scope, strings.Join(c.Etcd.Endpoints(), ","), etcdTLS, px.RW, px.RO, px.HTTP, tlsYAML)
+	if !hasKey(extra, "auth") {
+		cfg += fmt.Sprintf("auth:\n  type: scram-sha-256\n  file: %s\n", users)
+	}
+	if !hasKey(extra, "server_tls_sslmode") {
+		cfg += serverTLS
+	}
+	cfg += extra
 	if !strings.Contains(extra, "query_wait_timeout") {
 		cfg += "query_wait_timeout: 90s\n"
 	}
@@ -196,4 +198,9 @@ func (px *PGProxy) Stop() {
 		_ = px.cmd.Process.Kill()
 		<-px.done
 	}
+}
+
+// hasKey reports whether the YAML text sets the top-level key.
+func hasKey(yaml, key string) bool {
+	return strings.HasPrefix(yaml, key+":") || strings.Contains(yaml, "\n"+key+":")
 }

@@ -203,6 +203,9 @@ type scramServer struct {
 	clientFirstBare string
 	serverFirst     string
 	nonce           string
+	// clientKey is recovered from a successful exchange (ClientProof XOR ClientSignature):
+	// with it the proxy can answer a server's SCRAM exchange against the same verifier.
+	clientKey []byte
 }
 
 var errSCRAM = errors.New("SCRAM exchange failed")
@@ -267,6 +270,7 @@ func (s *scramServer) final(msg []byte) (string, error) {
 	if s.fake || subtle.ConstantTimeCompare(got[:], s.sec.storedKey) != 1 {
 		return "", errBadPassword
 	}
+	s.clientKey = ck
 	return "v=" + base64.StdEncoding.EncodeToString(hmacSum(s.sec.serverKey, auth)), nil
 }
 
@@ -277,7 +281,13 @@ func checkMD5(sec *secret, salt [4]byte, answer string) bool {
 	if sec == nil || sec.md5 == "" {
 		return false
 	}
-	sum := md5.Sum(append([]byte(sec.md5[3:]), salt[:]...)) // #nosec G401 -- the answer the wire protocol's md5 challenge requires (auth.type md5); SCRAM-SHA-256 is the default
-	want := "md5" + hex.EncodeToString(sum[:])
+	want := md5Answer(sec.md5, salt)
 	return subtle.ConstantTimeCompare([]byte(want), []byte(answer)) == 1
+}
+
+// md5Answer is the reply to an md5 challenge from the stored hash ("md5" + hex), as a client
+// computes it: "md5" + hex(md5(hex part + salt)).
+func md5Answer(hash string, salt [4]byte) string {
+	sum := md5.Sum(append([]byte(hash[3:]), salt[:]...)) // #nosec G401 -- the answer the wire protocol's md5 challenge requires; SCRAM-SHA-256 is the default
+	return "md5" + hex.EncodeToString(sum[:])
 }

@@ -47,9 +47,9 @@ func TestParseUserlist(t *testing.T) {
 	}
 }
 
-// scramClient computes a client-final-message as RFC 5802 describes, independently of the
+// clientFinal computes a client-final-message as RFC 5802 describes, independently of the
 // server code under test.
-func scramClient(t *testing.T, password, clientFirstBare, serverFirst string) (string, []byte) {
+func clientFinal(t *testing.T, password, clientFirstBare, serverFirst string) (string, []byte) {
 	t.Helper()
 	var nonce, salt string
 	iter := 0
@@ -103,7 +103,7 @@ func TestSCRAMExchange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		final, wantSig := scramClient(t, tc.password, bare, first)
+		final, wantSig := clientFinal(t, tc.password, bare, first)
 		got, err := s.final([]byte(final))
 		if !errors.Is(err, tc.wantErr) {
 			t.Fatalf("%s: %v, want %v", tc.name, err, tc.wantErr)
@@ -139,4 +139,9 @@ func TestMD5(t *testing.T) {
 	if checkMD5(sec, salt, "md5"+strings.Repeat("0", 32)) || checkMD5(nil, salt, "x") {
 		t.Fatal("wrong md5 answer accepted")
 	}
+}
+
+func md5hex(s string) string {
+	sum := md5.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
 }

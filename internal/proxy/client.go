@@ -210,6 +210,11 @@ func (c *client) startup() error {
 		c.fatal("0A000", "replication connections are not supported by the proxy; connect to the members directly")
 		return errors.New("replication connection refused")
 	}
+	cp, perr := p.startup.clientParams(sm.Parameters)
+	if perr != nil {
+		c.fatal("08P01", perr.Error())
+		return perr
+	}
 	if err := c.authenticate(); err != nil {
 		p.met.errors.WithLabelValues("auth").Inc()
 		return err
@@ -219,12 +224,7 @@ func (c *client) startup() error {
 	if mode == "session" {
 		c.mode = modeSession
 	}
-	c.params = map[string]string{}
-	for _, k := range trackedParams {
-		if v, ok := sm.Parameters[k]; ok {
-			c.params[k] = v
-		}
-	}
+	c.params = cp
 	params := p.knownParams(c.db)
 	if params == nil {
 		s, err := c.server()
@@ -276,82 +276,6 @@ func (s *server) flushAndRelease() error {
 	}
 	s.pool.release(s)
 	return nil
-}
-
-// authenticate runs the configured method against the auth file.
-func (c *client) authenticate() error {
-	p := c.p
-	sec := p.users[c.user]
-	fail := func() error {
-		c.fatal("28P01", fmt.Sprintf("password authentication failed for user %q", c.user))
-		return fmt.Errorf("%w for user %q", errBadPassword, c.user)
-	}
-	switch p.cfg.Auth.Type {
-	case AuthTrust:
-		return nil
-	case AuthMD5:
-		var salt [4]byte
-		_, _ = rand.Read(salt[:])
-		if err := c.sendMsg(&pgproto3.AuthenticationMD5Password{Salt: salt}); err != nil {
-			return err
-		}
-		b, err := c.readAuth()
-		if err != nil {
-			return err
-		}
-		var pm pgproto3.PasswordMessage
-		if err := pm.Decode(b); err != nil || !checkMD5(sec, salt, pm.Password) {
-			return fail()
-		}
-		return nil
-	}
-	ss := &scramServer{}
-	if sec == nil || sec.scram == nil {
-		// Unknown user (or md5-only entry): run the exchange with a made-up secret and fail at
-		// the end, so a client cannot tell which users exist.
-		salt := make([]byte, 16)
-		_, _ = rand.Read(salt)
-		ss.sec, ss.fake = &scramSecret{iter: scramIterations, salt: salt, storedKey: make([]byte, 32), serverKey: make([]byte, 32)}, true
-	} else {
-		ss.sec = sec.scram
-	}
-	if err := c.sendMsg(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}}); err != nil {
-		return err
-	}
-	b, err := c.readAuth()
-	if err != nil {
-		return err
-	}
-	var init pgproto3.SASLInitialResponse
-	if err := init.Decode(b); err != nil || init.AuthMechanism != "SCRAM-SHA-256" {
-		c.fatal("28000", "expected a SASLInitialResponse for SCRAM-SHA-256")
-		return errors.New("bad SASLInitialResponse")
-	}
-	first, err := ss.first(init.Data)
-	if err != nil {
-		c.fatal("08P01", err.Error())
-		return err
-	}
-	if err := c.sendMsg(&pgproto3.AuthenticationSASLContinue{Data: []byte(first)}); err != nil {
-		return err
-	}
-	if b, err = c.readAuth(); err != nil {
-		return err
-	}
-	var resp pgproto3.SASLResponse
-	if err := resp.Decode(b); err != nil {
-		c.fatal("08P01", "malformed SASLResponse")
-		return err
-	}
-	final, err := ss.final(resp.Data)
-	if errors.Is(err, errBadPassword) {
-		return fail()
-	}
-	if err != nil {
-		c.fatal("08P01", err.Error())
-		return err
-	}
-	return c.sendMsg(&pgproto3.AuthenticationSASLFinal{Data: []byte(final)})
 }
 
 // readAuth reads the client's next message, which must be a password-type 'p' message.

@@ -57,6 +57,8 @@ type Proxy struct {
 	params map[string]map[string]string // server parameters by database
 
 	rwLn, roLn, httpLn net.Listener
+
+	authState
 }
 
 // New validates what the configuration names (auth file, certificate) and binds the listeners.
@@ -71,8 +73,15 @@ func New(cfg *config.Proxy, log *slog.Logger) (*Proxy, error) {
 		}
 		p.users = u
 	}
+	if err := p.initAuth(); err != nil {
+		return nil, err
+	}
 	// The proxy holds its users' passwords and the store's: none of them may reach its log.
-	p.log = slog.New(redact.New(append(cfg.Secrets(), p.users.Passwords()...)...).Handler(log.Handler()))
+	secrets := append(cfg.Secrets(), p.users.Passwords()...)
+	if p.authPassword != "" {
+		secrets = append(secrets, p.authPassword)
+	}
+	p.log = slog.New(redact.New(secrets...).Handler(log.Handler()))
 	if cfg.TLS.Cert != "" {
 		r, err := certs.NewReloader(cfg.TLS.Cert, cfg.TLS.Key, "")
 		if err != nil {
@@ -239,6 +248,9 @@ func (p *Proxy) shutdown() {
 	for _, b := range bs {
 		b.retire()
 	}
+	if p.aq != nil {
+		p.aq.close()
+	}
 }
 
 // reaper closes idle server connections past server_idle_timeout or server_lifetime.
@@ -253,6 +265,9 @@ func (p *Proxy) reaper(ctx context.Context) {
 		case now := <-t.C:
 			for _, pl := range p.allPools() {
 				pl.reap(now, p.cfg.ServerIdleTimeout.D(), p.cfg.ServerLifetime.D())
+			}
+			if p.aq != nil {
+				p.aq.reap(now)
 			}
 		}
 	}

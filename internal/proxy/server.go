@@ -11,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // trackedParams are the session settings the proxy carries from client to server in
@@ -70,59 +68,27 @@ type server struct {
 	closed      bool
 }
 
-// connectServer opens and authenticates a server connection with pgconn (SCRAM, md5, TLS per
-// server_tls_sslmode) and takes the socket over.
+// connectServer opens and authenticates a server connection (serverlogin.go: TLS per
+// server_tls_sslmode; SCRAM-SHA-256, md5 or cleartext) and starts its reader.
 func (p *Proxy) connectServer(ctx context.Context, pl *pool) (*server, error) {
-	host, port, _ := net.SplitHostPort(pl.be.addr)
-	pw := ""
-	if sec := p.users[pl.key.user]; sec != nil {
-		if sec.plain == "" {
-			return nil, fmt.Errorf("the auth file holds only a hash for user %q; the proxy needs the plain password to log in to PostgreSQL", pl.key.user)
-		}
-		pw = sec.plain
-	}
-	dsn := fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=%s sslmode=%s connect_timeout=5",
-		host, port, quoteDSN(pl.key.user), quoteDSN(pw), quoteDSN(pl.key.db), p.cfg.ServerTLSSSLMode)
-	if p.cfg.ServerTLSCAFile != "" {
-		dsn += " sslrootcert=" + quoteDSN(p.cfg.ServerTLSCAFile)
-	}
-	cc, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("while configuring the server connection: %w", err)
-	}
-	cc.RuntimeParams["application_name"] = "pgvigil-proxy"
+	params := map[string]string{"application_name": "pgvigil-proxy"}
 	if pl.key.ro {
 		// A read-only pool may fall back to the primary: make sure nothing writes through it.
-		cc.RuntimeParams["default_transaction_read_only"] = "on"
+		params["default_transaction_read_only"] = "on"
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	pc, err := pgconn.ConnectConfig(cctx, cc)
+	li, err := p.serverLogin(ctx, loginSpec{addr: pl.be.addr, user: pl.key.user, db: pl.key.db, params: params})
 	if err != nil {
-		return nil, fmt.Errorf("while connecting to %s: %w", pl.be.addr, err)
-	}
-	if err := pc.SyncConn(cctx); err != nil {
-		_ = pc.Close(context.Background()) // the connection is abandoned; the sync error is the one to report
-		return nil, fmt.Errorf("while syncing the server connection: %w", err)
-	}
-	h, err := pc.Hijack()
-	if err != nil {
-		_ = pc.Close(context.Background()) // the connection is abandoned; the hijack error is the one to report
-		return nil, fmt.Errorf("while taking over the server connection: %w", err)
+		return nil, err
 	}
 	s := &server{
-		pool: pl, conn: h.Conn, rd: newServerReader(h.Conn), wr: newWriter(h.Conn, false),
-		pid: h.PID, secret: h.SecretKey, created: time.Now(), txStatus: 'I',
-		prepared: map[string]struct{}{}, params: maps.Clone(h.ParameterStatuses), base: h.ParameterStatuses,
-		log: p.log.With("server", pl.be.addr, "pid", h.PID),
+		pool: pl, conn: li.conn, rd: li.rd, wr: newWriter(li.conn, false),
+		pid: li.pid, secret: li.secret, created: time.Now(), txStatus: 'I',
+		prepared: map[string]struct{}{}, params: maps.Clone(li.params), base: li.params,
+		log: p.log.With("server", pl.be.addr, "pid", li.pid),
 	}
-	p.rememberParams(pl.key.db, h.ParameterStatuses)
+	p.rememberParams(pl.key.db, li.params)
 	go s.run()
 	return s, nil
-}
-
-func quoteDSN(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
 
 // run forwards the server's messages to the attached client until the connection ends.
@@ -249,6 +215,7 @@ func (s *server) swallowInternal(typ byte, n int) error {
 			return err
 		}
 		s.log.Warn("an internal query of the proxy failed", "error", errorText(b))
+		s.forgetParams()
 		return nil
 	case 'Z':
 		s.pending = s.pending[1:]
@@ -283,20 +250,7 @@ func (s *server) attach(c *client) []byte {
 		clear(s.prepared)
 	}
 	c.pmu.Lock()
-	for _, k := range trackedParams {
-		want, ok := c.params[k]
-		if !ok {
-			want, ok = s.base[k]
-		}
-		if ok && s.params[k] != want {
-			if len(want) > maxSettingLen {
-				s.log.Warn("not carrying over an oversized session setting", "setting", k, "bytes", len(want))
-				continue
-			}
-			fmt.Fprintf(&q, "SET %s TO '%s';", k, strings.ReplaceAll(want, "'", "''"))
-			s.params[k] = want
-		}
-	}
+	s.syncParams(c, &q)
 	c.pmu.Unlock()
 	if q.Len() == 0 {
 		return nil
@@ -315,13 +269,13 @@ func (s *server) detachReset() []byte {
 }
 
 // queryMsg builds a simple Query frame for the proxy's own statements: DISCARD ALL, or
-// DEALLOCATE ALL and SETs of the few tracked settings, each at most maxSettingLen.
+// DEALLOCATE ALL and set_config/RESET of the tracked settings, each at most maxSettingLen.
 func queryMsg(q string) []byte {
 	b := make([]byte, 0, headerLen+len(q)+1)
 	b = append(b, 'Q', 0, 0, 0, 0)
 	b = append(b, q...)
 	b = append(b, 0)
-	// #nosec G115 -- q is at most len(trackedParams) SETs of values bounded by maxSettingLen (see attach) plus DEALLOCATE ALL, under 1 MiB even with every quote doubled
+	// #nosec G115 -- q is at most one set_config per tracked setting, each value bounded by maxSettingLen (see syncParams), plus DEALLOCATE ALL and RESETs: far below 2 GiB
 	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-1))
 	return b
 }
