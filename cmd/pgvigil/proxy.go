@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -34,6 +35,7 @@ func proxyCmd() *cobra.Command {
 					file, cfg.Scope, cfg.Listen.ReadWrite, cfg.PoolMode)
 				return nil
 			}
+			runtime.GOMAXPROCS(cfg.Threads)
 			p, err := proxy.New(cfg, log)
 			if err != nil {
 				return err

@@ -127,7 +127,7 @@ func Proxy(ctx context.Context, o ProxyOptions) error {
 		{"pgbouncer", pb.addr, pb.cmd.Process.Pid},
 		{"pgvigil", px.RW, px.PID()},
 	}
-	fmt.Fprintf(o.Out, "\n%-12s %-10s %10s %9s %9s %8s %12s %12s\n", "workload", "target", "tps", "avg ms", "p99 ms", "failed", "tps/bouncer", "p99/bouncer")
+	fmt.Fprintf(o.Out, "\n%-12s %-10s %10s %9s %9s %8s %12s %12s %9s\n", "workload", "target", "tps", "avg ms", "p99 ms", "failed", "tps/bouncer", "p99/bouncer", "cpu µs/tx")
 	rounds := max(1, o.Rounds)
 	per := max(time.Second, o.Duration/time.Duration(rounds))
 	for _, wl := range []struct {

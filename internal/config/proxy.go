@@ -57,6 +57,9 @@ type Proxy struct {
 	// failover keys are followed by a watch, not by this.
 	MemberRefresh  Duration `yaml:"member_refresh"`
 	MaxMessageSize int      `yaml:"max_message_size"`
+	// Threads is how many cores the proxy's Go runtime runs on (GOMAXPROCS). One, like
+	// PgBouncer, costs the least CPU per transaction; more serve more than one core can.
+	Threads int `yaml:"threads"`
 
 	ReadOnly ProxyReadOnly `yaml:"read_only"`
 	// Pools overrides pool_mode and pool_size for "database" or "database/user".
@@ -228,6 +231,7 @@ func DefaultProxy() Proxy {
 		SwitchoverDrainTimeout: Duration(10 * time.Second),
 		MemberRefresh:          Duration(2 * time.Second),
 		MaxMessageSize:         64 << 20,
+		Threads:                1,
 		ReadOnly:               ProxyReadOnly{Balance: "round-robin"},
 	}
 }
@@ -364,6 +368,9 @@ func (p *Proxy) problems() []*FieldError {
 	// also keeps a rewritten message's length inside the protocol's 32-bit field.
 	if p.MaxMessageSize > 1<<30 {
 		add("max_message_size", "must be at most 1 GiB (1073741824 bytes, PostgreSQL's own limit), got %d", p.MaxMessageSize)
+	}
+	if p.Threads < 1 || p.Threads > 1024 {
+		add("threads", "must be between 1 and 1024, got %d", p.Threads)
 	}
 	if b := p.ReadOnly.Balance; b != "round-robin" && b != "least-connections" {
 		add("read_only.balance", "must be round-robin or least-connections, got %q", b)
