@@ -255,9 +255,10 @@ func TestProxyBadClients(t *testing.T) {
 		t.Fatalf("held query after RESUME: %v", err)
 	}
 
-	// Observability: metrics count what happened above; pools and clients are listed.
-	m := httpGet(t, "http://"+px.HTTP+"/metrics")
-	for _, re := range []string{
+	// Observability: metrics count what happened above; pools and clients are listed. The
+	// client that ran the query after RESUME turns idle once its server is released, just
+	// after its answer went out: poll until the figures settle.
+	wantMetrics := []string{
 		`(?m)^pgvigil_proxy_errors_total\{kind="auth"\} ([5-9]|\d\d+)$`,
 		`(?m)^pgvigil_proxy_errors_total\{kind="protocol"\} [1-9]`,
 		`(?m)^pgvigil_proxy_transactions_total [1-9]`,
@@ -266,10 +267,19 @@ func TestProxyBadClients(t *testing.T) {
 		`(?m)^pgvigil_proxy_paused 0$`,
 		`(?m)^pgvigil_proxy_clients\{state="idle"\} [1-9]`,
 		`(?m)^pgvigil_proxy_server_bytes_total [1-9]`,
-	} {
-		if !regexp.MustCompile(re).MatchString(m) {
-			t.Errorf("metrics lack %s", re)
+	}
+	var missing []string
+	if !localcluster.Wait(ctx, 20*time.Second, 100*time.Millisecond, func() bool {
+		m := httpGet(t, "http://"+px.HTTP+"/metrics")
+		missing = missing[:0]
+		for _, re := range wantMetrics {
+			if !regexp.MustCompile(re).MatchString(m) {
+				missing = append(missing, re)
+			}
 		}
+		return len(missing) == 0
+	}) {
+		t.Errorf("after 20 s, metrics still lack %q", missing)
 	}
 	if p := httpGet(t, "http://"+px.HTTP+"/pools"); !strings.Contains(p, `"role":"read-write","database":"postgres","user":"postgres"`) {
 		t.Errorf("/pools: %s", p)
