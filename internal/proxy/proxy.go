@@ -223,6 +223,7 @@ func (p *Proxy) accept(ln net.Listener, ro bool) {
 		if tc, ok := conn.(*net.TCPConn); ok {
 			_ = tc.SetNoDelay(true)
 		}
+		conn = newRawTCP(conn)
 		go p.serveClient(conn, ro)
 	}
 }

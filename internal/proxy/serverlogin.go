@@ -91,6 +91,7 @@ func (p *Proxy) loginOnce(ctx context.Context, spec loginSpec, cred serverCred, 
 	if err != nil {
 		return nil, false, fmt.Errorf("while connecting: %w", err)
 	}
+	conn = newRawTCP(conn)
 	defer func() {
 		if err != nil {
 			_ = conn.Close() // the attempt failed; its error is the one to report
