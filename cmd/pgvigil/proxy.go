@@ -35,7 +35,9 @@ func proxyCmd() *cobra.Command {
 					file, cfg.Scope, cfg.Listen.ReadWrite, cfg.PoolMode)
 				return nil
 			}
-			runtime.GOMAXPROCS(cfg.Threads)
+			if cfg.Threads > 0 {
+				runtime.GOMAXPROCS(cfg.Threads)
+			}
 			p, err := proxy.New(cfg, log)
 			if err != nil {
 				return err

@@ -57,8 +57,8 @@ type Proxy struct {
 	// failover keys are followed by a watch, not by this.
 	MemberRefresh  Duration `yaml:"member_refresh"`
 	MaxMessageSize int      `yaml:"max_message_size"`
-	// Threads is how many cores the proxy's Go runtime runs on (GOMAXPROCS). One, like
-	// PgBouncer, costs the least CPU per transaction; more serve more than one core can.
+	// Threads caps the cores the proxy runs on (GOMAXPROCS); 0, the default, is every core
+	// the process may use. 1 makes it single-threaded like PgBouncer.
 	Threads int `yaml:"threads"`
 
 	ReadOnly ProxyReadOnly `yaml:"read_only"`
@@ -231,7 +231,6 @@ func DefaultProxy() Proxy {
 		SwitchoverDrainTimeout: Duration(10 * time.Second),
 		MemberRefresh:          Duration(2 * time.Second),
 		MaxMessageSize:         64 << 20,
-		Threads:                1,
 		ReadOnly:               ProxyReadOnly{Balance: "round-robin"},
 	}
 }
@@ -369,8 +368,8 @@ func (p *Proxy) problems() []*FieldError {
 	if p.MaxMessageSize > 1<<30 {
 		add("max_message_size", "must be at most 1 GiB (1073741824 bytes, PostgreSQL's own limit), got %d", p.MaxMessageSize)
 	}
-	if p.Threads < 1 || p.Threads > 1024 {
-		add("threads", "must be between 1 and 1024, got %d", p.Threads)
+	if p.Threads < 0 || p.Threads > 1024 {
+		add("threads", "must be between 0 (every core) and 1024, got %d", p.Threads)
 	}
 	if b := p.ReadOnly.Balance; b != "round-robin" && b != "least-connections" {
 		add("read_only.balance", "must be round-robin or least-connections, got %q", b)

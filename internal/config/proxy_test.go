@@ -59,7 +59,7 @@ func TestParseProxyErrorsNameTheKey(t *testing.T) {
 		{minimalProxy + "pools: {app: {pool_mode: nope}}\n", "pools.app.pool_mode: must be session or transaction"},
 		{minimalProxy + "max_message_size: 10\n", "max_message_size: must be at least 1024"},
 		{minimalProxy + "max_message_size: 2147483648\n", "max_message_size: must be at most 1 GiB"},
-		{minimalProxy + "threads: 0\n", "threads: must be between 1 and 1024, got 0"},
+		{minimalProxy + "threads: -1\n", "threads: must be between 0 (every core) and 1024, got -1"},
 		{minimalProxy + "colour: blue\n", "field colour not found"},
 		{strings.Replace(minimalProxy, "type: trust", "type: scram-sha-256", 1), "auth.file: required with auth.type scram-sha-256"},
 		{strings.Replace(minimalProxy, "type: trust", "type: password", 1), `auth.type: must be scram-sha-256, md5 or trust; got "password"`},
