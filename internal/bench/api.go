@@ -53,7 +53,7 @@ func API(ctx context.Context, o APIOptions) error {
 	}
 	defer c.Close()
 	if !localcluster.Wait(ctx, o.Timeout, 50*time.Millisecond, func() bool { return c.Streaming(ctx) }) {
-		return fmt.Errorf("the cluster did not reach all-streaming within %s", o.Timeout)
+		return fmt.Errorf("the cluster did not reach all-streaming within %s\n%s", o.Timeout, c.LogTails(30))
 	}
 	leader, err := c.Primary(ctx)
 	if err != nil {

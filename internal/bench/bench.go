@@ -126,7 +126,7 @@ func oneRun(ctx context.Context, o Options, dir string, retry int, s sample) ([]
 	rss := agentMemory(c)
 	for _, kind := range []string{"SIGKILL", "SIGTERM"} {
 		if !localcluster.Wait(ctx, o.Timeout, 50*time.Millisecond, func() bool { return c.Streaming(ctx) }) {
-			return rss, fmt.Errorf("cluster not streaming before %s", kind)
+			return rss, fmt.Errorf("cluster not streaming before %s\n%s", kind, c.LogTails(30))
 		}
 		p, err := c.Primary(ctx)
 		if err != nil {
@@ -301,7 +301,7 @@ func syncOneRun(ctx context.Context, o Options, dir string, ttl, retry int, extr
 	}
 	defer c.Close()
 	if !localcluster.Wait(ctx, o.Timeout, 50*time.Millisecond, func() bool { return c.Streaming(ctx) }) {
-		return r, fmt.Errorf("the cluster did not reach all-streaming within %s", o.Timeout)
+		return r, fmt.Errorf("the cluster did not reach all-streaming within %s\n%s", o.Timeout, c.LogTails(30))
 	}
 	p, err := c.Primary(ctx)
 	if err != nil {

@@ -87,7 +87,7 @@ func measureTLS(ctx context.Context, o TLSOptions, dir string, on bool) (tlsFigu
 	}
 	defer c.Close()
 	if !localcluster.Wait(ctx, o.Timeout, 20*time.Millisecond, func() bool { return c.Streaming(ctx) }) {
-		return f, fmt.Errorf("not all streaming within %s", o.Timeout)
+		return f, fmt.Errorf("not all streaming within %s\n%s", o.Timeout, c.LogTails(30))
 	}
 	f.bootstrap = time.Since(t0)
 	leader, err := c.Primary(ctx)

@@ -645,3 +645,19 @@ func (c *Cluster) etcdTLSYAML() string {
 	}
 	return fmt.Sprintf("\n  protocol: https\n  cacert: %s\n  cert: %s\n  key: %s", f.CA, f.Cert, f.Key)
 }
+
+// LogTails returns the last n lines of every node's log, for error messages of commands that
+// gave up waiting on the cluster: the reason is usually in there.
+func (c *Cluster) LogTails(n int) string {
+	var b strings.Builder
+	for _, nd := range c.Nodes {
+		out, err := os.ReadFile(nd.LogPath)
+		if err != nil {
+			fmt.Fprintf(&b, "--- %s log: %v\n", nd.Name, err)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		fmt.Fprintf(&b, "--- %s log (last %d lines of %s)\n%s\n", nd.Name, n, nd.LogPath, strings.Join(lines[max(0, len(lines)-n):], "\n"))
+	}
+	return b.String()
+}

@@ -40,11 +40,7 @@ func startClusterOptions(t *testing.T, o localcluster.Options) *localcluster.Clu
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, n := range c.Nodes {
-				b, _ := os.ReadFile(n.LogPath)
-				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-				t.Logf("--- %s log (last 40 lines of %s)\n%s", n.Name, n.LogPath, strings.Join(lines[max(0, len(lines)-40):], "\n"))
-			}
+			t.Log(c.LogTails(40))
 		}
 		c.Close()
 	})
