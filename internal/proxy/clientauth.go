@@ -169,7 +169,9 @@ func (c *client) authenticate() error {
 	if sec.plain == "" {
 		// Pass-through: the proof gave the ClientKey of the stored verifier, which answers
 		// the server's SCRAM exchange for this user from now on.
-		p.learned.scram(c.user, sec.scram, ss.clientKey)
+		p.learned.learn(c.user, func(u *learnedUser) {
+			u.keys = &scramKeys{iter: sec.scram.iter, salt: sec.scram.salt, clientKey: ss.clientKey, serverKey: sec.scram.serverKey}
+		})
 	}
 	p.learnFromQuery(c.user, sec, fromQuery)
 	return c.sendMsg(&pgproto3.AuthenticationSASLFinal{Data: []byte(final)})
@@ -182,8 +184,8 @@ func (p *Proxy) learnFromQuery(user string, sec *secret, fromQuery bool) {
 	switch {
 	case !fromQuery:
 	case sec.plain != "":
-		p.learned.plain(user, sec.plain)
+		p.learned.learn(user, func(u *learnedUser) { u.plain = sec.plain })
 	case sec.md5 != "":
-		p.learned.md5(user, sec.md5)
+		p.learned.learn(user, func(u *learnedUser) { u.md5 = sec.md5 })
 	}
 }

@@ -134,27 +134,12 @@ type learnedUser struct {
 	plain string // from an auth_query that returns plain-text passwords
 }
 
-func (l *learned) scram(user string, sec *scramSecret, clientKey []byte) {
+// learn changes what the proxy holds for user.
+func (l *learned) learn(user string, change func(*learnedUser)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	u := l.users[user]
-	u.keys = &scramKeys{iter: sec.iter, salt: sec.salt, clientKey: clientKey, serverKey: sec.serverKey}
-	l.users[user] = u
-}
-
-func (l *learned) md5(user, hash string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	u := l.users[user]
-	u.md5 = hash
-	l.users[user] = u
-}
-
-func (l *learned) plain(user, pw string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	u := l.users[user]
-	u.plain = pw
+	change(&u)
 	l.users[user] = u
 }
 

@@ -207,6 +207,12 @@ func (s *server) swallowInternal(typ byte, n int) error {
 		}
 		if k, v, ok := paramStatus(b); ok {
 			s.params[k] = v
+			// The server reports a value it normalised ("iso, dmy" becomes "ISO, DMY"):
+			// the client's wish is that value from now on, or the next attach would SET it
+			// again for nothing.
+			if s.client != nil {
+				s.client.setParam(k, v)
+			}
 		}
 		return nil
 	case 'E':

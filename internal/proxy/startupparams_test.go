@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"maps"
@@ -157,5 +158,35 @@ func TestDollarQuote(t *testing.T) {
 		if got := dollarQuote(in); got != want {
 			t.Errorf("dollarQuote(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestInternalSetFollowsNormalisedValue: the ParameterStatus answering the proxy's own SET
+// updates the attached client's wish, so the next attach finds nothing to send.
+func TestInternalSetFollowsNormalisedValue(t *testing.T) {
+	base := map[string]string{"DateStyle": "ISO, MDY"}
+	s := testServer(nil, base, maps.Clone(base))
+	c := &client{params: map[string]string{"DateStyle": "iso, dmy"}}
+	var q strings.Builder
+	s.syncParams(c, &q)
+	if !strings.Contains(q.String(), "iso, dmy") {
+		t.Fatalf("first attach: %q, want a SET of DateStyle", q.String())
+	}
+	frame := []byte{'S', 0, 0, 0, 0}
+	frame = append(frame, "DateStyle\x00ISO, DMY\x00"...)
+	frame[4] = byte(len(frame) - 1)
+	s.rd = newServerReader(bytes.NewReader(frame))
+	s.client = c
+	typ, n, err := s.rd.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.swallowInternal(typ, n); err != nil {
+		t.Fatal(err)
+	}
+	q.Reset()
+	s.syncParams(c, &q)
+	if q.Len() != 0 || c.params["DateStyle"] != "ISO, DMY" {
+		t.Errorf("after the server's report: query %q, client DateStyle %q; want nothing to send and ISO, DMY", q.String(), c.params["DateStyle"])
 	}
 }
